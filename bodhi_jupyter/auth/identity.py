@@ -1,0 +1,28 @@
+"""Who owns a request, for sharing engines between requests of the same person.
+
+Jupyter's own token and password logins produce a fresh anonymous name per token request;
+every such caller is the person who started the server, so they share one owner: the OS
+user. JupyterHub and custom identity providers give real, stable names; those are used.
+"""
+
+from __future__ import annotations
+
+import getpass
+
+from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider, User
+
+
+def server_owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "owner"
+
+
+def owner_name(user: User, provider: IdentityProvider | None) -> str:
+    hub_user = getattr(user, "hub_user", None)
+    if isinstance(hub_user, dict) and hub_user.get("name"):
+        return hub_user["name"]
+    if provider is None or type(provider) in (IdentityProvider, PasswordIdentityProvider):
+        return server_owner()
+    return user.username

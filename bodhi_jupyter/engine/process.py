@@ -1,0 +1,207 @@
+"""One llama-server child process: start, readiness, exit watching and stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import enum
+import functools
+import hashlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..models.registry import ResolvedModel
+from .launcher import LlamaServerLauncher
+from .upstream import UpstreamError, UpstreamPool
+
+
+class EngineState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    FAILED = "failed"
+
+
+class EngineStartError(RuntimeError):
+    """The engine did not become ready; the message carries the end of its log."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message + (f"\n--- engine log ---\n{log_tail}" if log_tail else ""))
+        self.summary = message
+        self.log_tail = log_tail
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent(parent_pid: int) -> None:  # pragma: no cover - runs in the child
+    """preexec_fn: ask the kernel to SIGKILL the child when its parent dies, even by
+    SIGKILL, and give up at once if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def engine_key(owner: str, model: ResolvedModel, embedding: bool) -> str:
+    raw = repr((owner, model.id, model.path, model.server, embedding)).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+class EngineProcess:
+    """A supervised llama-server. Owned and driven by the supervisor."""
+
+    def __init__(self, owner: str, model: ResolvedModel, embedding: bool,
+                 launcher: LlamaServerLauncher, log_dir: Path,
+                 on_exit: Callable[["EngineProcess"], None] | None = None):
+        self.owner, self.model, self.embedding = owner, model, embedding
+        self.launcher, self.on_exit = launcher, on_exit
+        self.id = engine_key(owner, model, embedding)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.id)
+        self.log_path = Path(log_dir) / f"{safe}-{self.id}.log"
+        self.state = EngineState.STARTING
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port: int | None = None
+        self.pool: UpstreamPool | None = None
+        self.started_at: float | None = None  # wall clock, for display
+        self.last_used = time.monotonic()
+        self.in_flight = 0
+        self.exit_code: int | None = None
+        self._watcher: asyncio.Task | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    # -- start -----------------------------------------------------------------------------
+    async def start(self, timeout: float, port_attempts: int = 3) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(port_attempts):
+            try:
+                await self._spawn_and_wait(timeout)
+                return
+            except EngineStartError as e:
+                port_clash = "address already in use" in e.log_tail.lower()
+                if not port_clash or attempt == port_attempts - 1:
+                    self.state = EngineState.FAILED
+                    raise
+
+    async def _spawn_and_wait(self, timeout: float) -> None:
+        host = self.launcher.host
+        self.port = free_port(host)
+        api_key = secrets.token_urlsafe(24)
+        cmd = self.launcher.command(self.model, self.port, self.embedding)
+        env = {**os.environ, "LLAMA_API_KEY": api_key}
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: "
+                      f"{subprocess.list2cmdline(cmd)}\n".encode())
+            log.flush()
+            self.proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            )
+        self._log_offset_at_start = self.log_path.stat().st_size
+        self.pool = UpstreamPool(host, self.port, api_key)
+        exited = asyncio.ensure_future(self.proc.wait())
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if exited.done():
+                    raise EngineStartError(
+                        f"llama-server for '{self.model.id}' exited during start-up with "
+                        f"code {self.proc.returncode}", self.log_tail())
+                if await self._healthy():
+                    break
+                if time.monotonic() > deadline:
+                    await self._kill()
+                    raise EngineStartError(
+                        f"llama-server for '{self.model.id}' was not ready within "
+                        f"{timeout:g} s", self.log_tail())
+                await asyncio.wait([exited], timeout=0.05)
+        except BaseException:
+            self.pool.close()
+            if not exited.done():
+                await self._kill()
+            raise
+        self.state = EngineState.READY
+        self.started_at = time.time()
+        self.last_used = time.monotonic()
+        self._watcher = asyncio.ensure_future(self._watch(exited))
+
+    async def _healthy(self) -> bool:
+        try:
+            resp = await self.pool.request("GET", "/health", timeout=2)
+            await resp.read()
+        except (UpstreamError, asyncio.TimeoutError):
+            return False
+        return resp.status == 200
+
+    async def _watch(self, exited: asyncio.Future) -> None:
+        self.exit_code = await exited
+        self.pool.close()
+        if self.state in (EngineState.READY, EngineState.STARTING):
+            self.state = EngineState.CRASHED
+        elif self.state == EngineState.STOPPING:
+            self.state = EngineState.STOPPED
+        if self.on_exit:
+            self.on_exit(self)
+
+    # -- stop ------------------------------------------------------------------------------
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+        if self.proc is None or self.proc.returncode is not None:
+            self.state = EngineState.STOPPED if self.state != EngineState.CRASHED else self.state
+            return
+        self.state = EngineState.STOPPING
+        if self.pool:
+            self.pool.close()
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except asyncio.TimeoutError:
+            await self._kill()
+        if self._watcher:
+            await asyncio.shield(self._watcher)
+        self.state = EngineState.STOPPED
+
+    async def _kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_now(self) -> None:
+        """Synchronous last resort at interpreter exit."""
+        if self.proc is not None and self.proc.returncode is None:
+            self._signal(signal.SIGKILL)
+
+    # -- diagnostics -----------------------------------------------------------------------
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        # only this start's lines: the file keeps earlier runs too
+        text = text.rsplit("=== ", 1)[-1] if "=== " in text else text
+        return "\n".join(text.splitlines()[-lines:])

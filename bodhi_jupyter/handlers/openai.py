@@ -1,0 +1,172 @@
+"""OpenAI-compatible endpoints under ``bodhi/v1/``: thin HTTP over the gateway and the
+supervisor. Response bodies from the engine are forwarded byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..engine.supervisor import CapacityError, EngineUnavailable
+from ..engine.upstream import UpstreamError, UpstreamResponse
+from ..errors import BodhiAPIError
+from ..inference import PreparedRequest
+from ..models.registry import ModelNotFound, ResolvedModel
+from .base import BodhiHandler
+
+
+def model_object(model: ResolvedModel, created: int) -> dict:
+    return {"id": model.id, "object": "model", "created": created, "owned_by": "bodhi"}
+
+
+class ModelListHandler(BodhiHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        created = int(self.bodhi.started_at)
+        models = self.bodhi.registry.list_models()
+        self.finish({"object": "list", "data": [model_object(m, created) for m in models]})
+
+
+class ModelHandler(BodhiHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, model_id: str):
+        try:
+            model = self.bodhi.registry.resolve(model_id)
+        except ModelNotFound as e:
+            raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
+        self.finish(model_object(model, int(self.bodhi.started_at)))
+
+
+def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiAPIError:
+    """Pass an engine's 4xx through with its message; anything else is an engine failure."""
+    try:
+        err = json.loads(body).get("error", {})
+        message = err.get("message") if isinstance(err, dict) else str(err)
+    except (ValueError, AttributeError):
+        err, message = {}, None
+    message = message or body.decode("utf-8", "replace")[:500] or resp.reason
+    if 400 <= resp.status < 500 and resp.status not in (401, 403):
+        code = err.get("code") if isinstance(err, dict) else None
+        return BodhiAPIError(resp.status, message,
+                             code=code if isinstance(code, str) else "upstream_error",
+                             type=err.get("type") if isinstance(err, dict) else None)
+    return BodhiAPIError(502, f"The engine for '{model_id}' failed ({resp.status}): {message}",
+                         code="engine_error")
+
+
+class InferenceHandler(BodhiHandler):
+    """POST an OpenAI request: validate, lease an engine, forward, relay the reply."""
+
+    endpoint = ""
+
+    def initialize(self, **kwargs):
+        super().initialize(**kwargs)
+        self._upstream: UpstreamResponse | None = None
+
+    def on_connection_close(self):
+        # the client left: dropping the engine connection makes llama-server stop generating
+        if self._upstream is not None:
+            self._upstream.close()
+        super().on_connection_close()
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
+        try:
+            async with self.bodhi.supervisor.lease(self.owner, request.model,
+                                                   request.embedding) as engine:
+                await self._forward(engine, request)
+        except _StreamAborted:
+            return  # the client already has the error event
+        except CapacityError as e:
+            raise BodhiAPIError(503, str(e), code="capacity_exceeded",
+                                headers={"Retry-After": "5"}) from None
+        except EngineUnavailable as e:
+            headers = {"Retry-After": str(int(e.retry_after) + 1)} if e.retry_after else {}
+            raise BodhiAPIError(502, str(e), code="engine_unavailable",
+                                headers=headers) from None
+
+    async def _forward(self, engine, request: PreparedRequest) -> None:
+        try:
+            resp = await engine.pool.request("POST", request.upstream_path, request.payload)
+        except UpstreamError as e:
+            raise await self._engine_failed(engine, e) from None
+        self._upstream = resp
+        try:
+            if request.stream and resp.status == 200:
+                await self._relay_stream(resp, engine)
+                return
+            try:
+                body = await resp.read()
+            except UpstreamError as e:
+                raise await self._engine_failed(engine, e) from None
+            if resp.status >= 400:
+                raise upstream_error(resp, body, request.model.id)
+            self.set_header("Content-Type", resp.content_type or "application/json")
+            self.write(body)  # bytes: forwarded untouched
+            self._finish_raw()
+        finally:
+            self._upstream = None
+            resp.close()
+
+    async def _relay_stream(self, resp: UpstreamResponse, engine) -> None:
+        self.start_event_stream()
+        try:
+            async for chunk in resp.iter_chunks():
+                if not await self.send_event_bytes(chunk):
+                    resp.close()
+                    return
+        except UpstreamError as e:
+            if not self.request.connection.stream.closed():
+                err = await self._engine_failed(engine, e)
+                await self.send_event_bytes(self.error_event(err))
+            raise _StreamAborted() from None
+        finally:
+            if not self._finished and not self.request.connection.stream.closed():
+                self._finish_raw()
+
+    def _finish_raw(self) -> None:
+        # APIHandler.finish() would force application/json onto event streams
+        web.RequestHandler.finish(self)
+
+    async def _engine_failed(self, engine, e: Exception) -> BodhiAPIError:
+        """Name the cause: when the engine died, its exit code says more than the socket."""
+        cause = str(e)
+        if engine.proc is not None:
+            try:
+                code = await asyncio.wait_for(asyncio.shield(engine.proc.wait()), 1.0)
+                cause = f"llama-server exited with code {code}"
+            except asyncio.TimeoutError:
+                pass
+        return BodhiAPIError(502, f"The engine for '{engine.model.id}' failed while "
+                             f"answering: {cause}", code="engine_error")
+
+
+class _StreamAborted(Exception):
+    """The engine died mid-stream; the client already got an error event."""
+
+
+class ChatCompletionsHandler(InferenceHandler):
+    endpoint = "chat"
+
+
+class CompletionsHandler(InferenceHandler):
+    endpoint = "completions"
+
+
+class EmbeddingsHandler(InferenceHandler):
+    endpoint = "embeddings"
+
+
+default_handlers = [
+    (r"bodhi/v1/models", ModelListHandler),
+    (r"bodhi/v1/models/(.+)", ModelHandler),
+    (r"bodhi/v1/chat/completions", ChatCompletionsHandler),
+    (r"bodhi/v1/completions", CompletionsHandler),
+    (r"bodhi/v1/embeddings", EmbeddingsHandler),
+]

