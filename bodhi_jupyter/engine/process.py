@@ -80,6 +80,7 @@ class EngineProcess:
         self.last_used = time.monotonic()
         self.in_flight = 0
         self.exit_code: int | None = None
+        self.command: list[str] = []
         self._watcher: asyncio.Task | None = None
 
     @property
@@ -103,7 +104,7 @@ class EngineProcess:
         host = self.launcher.host
         self.port = free_port(host)
         api_key = secrets.token_urlsafe(24)
-        cmd = self.launcher.command(self.model, self.port, self.embedding)
+        cmd = self.command = self.launcher.command(self.model, self.port, self.embedding)
         env = {**os.environ, "LLAMA_API_KEY": api_key}
         with open(self.log_path, "ab") as log:
             log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: "

@@ -174,7 +174,8 @@ class ModelRegistry(LoggingConfigurable):
 
     # -- resolution ------------------------------------------------------------------------
     def list_models(self) -> list[ResolvedModel]:
-        files = self.files()
+        """Every alias and file; listing always rescans so new downloads show at once."""
+        files = self.files(refresh=True)
         out = []
         for name in sorted(self._aliases):
             try:

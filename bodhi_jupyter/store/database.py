@@ -81,7 +81,7 @@ class Database(LoggingConfigurable):
         current, head = self.current_revision(), self.head_revision()
         if current == head:
             return None
-        backup = self._backup_sqlite() if current is not None else None
+        backup = self._backup_sqlite()
         cfg = self._alembic_config()
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
@@ -94,8 +94,8 @@ class Database(LoggingConfigurable):
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
             return None
         src = Path(url.database)
-        if not src.exists():
-            return None
+        if not src.exists() or src.stat().st_size == 0:
+            return None  # a brand-new database has nothing to lose
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         dest = src.with_name(f"{src.name}.{stamp}.bak")
         shutil.copy2(src, dest)

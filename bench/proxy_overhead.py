@@ -1,0 +1,805 @@
+#!/usr/bin/env python3
+"""What the bodhi_jupyter proxy costs: the same requests sent straight to the engine and
+through a real Jupyter server, in one run.
+
+    python bench/proxy_overhead.py            # full run (a few minutes)
+    python bench/proxy_overhead.py --quick    # smoke run (about a minute)
+
+Phases:
+  A. real engine (bodhi-llama-server with the packaged smollm2-135m-instruct)
+     1. added latency of a non-streaming 1-token chat request (alternating pairs)
+     2. time to first content token of a streaming chat request (alternating pairs)
+     3. aggregate streamed tokens/s with 1, 8 and 32 concurrent streaming clients
+  B. stand-in engine (tests/fake_llama_server.py, answers at once): the proxy's own cost
+     4. the same latency pairs, and streamed chunks/s with 8 and 32 clients
+
+Direct requests go to http://127.0.0.1:ENGINE_PORT/v1/... with the engine's API key (read
+from the engine process's environment); proxied ones to http://127.0.0.1:P/bench/bodhi/v1/...
+with the Jupyter token. Every HTTP client is created once and kept alive. Results are printed
+and written to bench/results/latest.json.
+
+Nothing here touches the user's Jupyter files: data, runtime and config dirs live in a temp
+dir that is removed at the end. Every server started is stopped, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ROOT / "tests" / "fake_llama_server.py"
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+MODEL = "smollm2-135m-instruct"
+# An explicit system message: otherwise the extension adds the model's default system prompt
+# to proxied chat requests only, and direct and proxied requests would differ in prompt length.
+SYSTEM = "You are a helpful assistant."
+BASE = "/bench/"
+
+TARGET_ADDED_P50_MS = 2.0
+TARGET_TTFT_DIFF_MS = 3.0
+TARGET_TPUT_RATIO = 0.97
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    """Percentile by linear interpolation between closest ranks (numpy's default)."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    k = (len(xs) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summary(values_ms: list[float]) -> dict:
+    return {"n": len(values_ms), "p50_ms": pct(values_ms, 50), "p90_ms": pct(values_ms, 90),
+            "p99_ms": pct(values_ms, 99), "mean_ms": statistics.fmean(values_ms),
+            "min_ms": min(values_ms), "max_ms": max(values_ms)}
+
+
+def chat_body(user: str, max_tokens: int, stream: bool, ignore_eos: bool = False) -> bytes:
+    body = {"model": MODEL, "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "system", "content": SYSTEM},
+                         {"role": "user", "content": user}]}
+    if stream:
+        body["stream"] = True
+    if ignore_eos:
+        body["ignore_eos"] = True
+    return json.dumps(body).encode()
+
+
+def content_of(line: bytes) -> str | None:
+    """The text a ``data: {...}`` SSE line carries, or None (role-only / final / [DONE])."""
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == b"[DONE]":
+        return None
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return None
+    choices = obj.get("choices") or []
+    if not choices:
+        return None
+    c = choices[0]
+    text = (c.get("delta") or {}).get("content") if "delta" in c else c.get("text")
+    return text if isinstance(text, str) and text else None
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return float("nan")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- processes -------------------------------------------------------------------------------
+@dataclass
+class Engine:
+    pid: int
+    port: int
+    api_key: str
+    cmdline: list[str]
+
+
+class JupyterServer:
+    """A real ``jupyter server`` subprocess with the extension, isolated in a temp dir."""
+
+    def __init__(self, tmp: Path, name: str, extra_args: list[str] = ()):
+        self.name = name
+        self.dir = tmp / name
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.dir / "jupyter.log"
+        self.known_engine_pids: set[int] = set()
+
+    def start(self, timeout: float = 120) -> None:
+        for sub in ("data", "runtime", "config", "root"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ,
+               "JUPYTER_DATA_DIR": str(self.dir / "data"),
+               "JUPYTER_RUNTIME_DIR": str(self.dir / "runtime"),
+               "JUPYTER_CONFIG_DIR": str(self.dir / "config")}
+        cmd = [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+               "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
+               f"--IdentityProvider.token={self.token}", f"--ServerApp.base_url={BASE}",
+               f"--ServerApp.root_dir={self.dir / 'root'}",
+               "--EngineSupervisor.keep_alive=-1",
+               "--ModelRegistry.default_parallel=32", "--ModelRegistry.default_ctx_size=16384",
+               *self.extra_args]
+        log = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        finally:
+            log.close()
+        url = f"http://127.0.0.1:{self.port}{BASE}api/status"
+        req = urllib.request.Request(url, headers={"Authorization": f"token {self.token}"})
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"jupyter server ({self.name}) exited with code "
+                                 f"{self.proc.returncode} during start-up:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"jupyter server ({self.name}) not up within {timeout:g} s:"
+                                 f"\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def find_engine(self) -> Engine:
+        """The llama-server child: its port is on its command line, its key in its env."""
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                cmd = child.cmdline()
+                if "--port" not in cmd or "--alias" not in cmd:
+                    continue
+                port = int(cmd[cmd.index("--port") + 1])
+                key = child.environ().get("LLAMA_API_KEY", "")
+            except (psutil.Error, ValueError, IndexError):
+                continue
+            self.known_engine_pids.add(child.pid)
+            return Engine(child.pid, port, key, cmd)
+        raise BenchError(f"no llama-server child of jupyter server ({self.name}) found:\n"
+                         f"{self.log_tail()}")
+
+    def stop(self, grace: float = 20) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                print(f"  ! jupyter server ({self.name}) ignored SIGTERM for {grace:g} s; "
+                      "killing it", file=sys.stderr)
+                self.proc.kill()
+                self.proc.wait(10)
+        # engines die with their parent (PR_SET_PDEATHSIG); make sure anyway
+        for pid in self.known_engine_pids:
+            try:
+                p = psutil.Process(pid)
+                p.terminate()
+                p.wait(5)
+            except psutil.NoSuchProcess:
+                pass
+            except psutil.TimeoutExpired:
+                p.kill()
+
+
+# -- synchronous keep-alive client (latency, TTFT) ------------------------------------------------
+class Client:
+    def __init__(self, name: str, port: int, prefix: str, auth: str):
+        self.name, self.port, self.prefix = name, port, prefix
+        self.headers = {"Authorization": auth, "Content-Type": "application/json"}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.conn.connect()
+        self.connects = 1
+        self.stream_keepalive = True
+
+    def _send(self, path: str, body: bytes) -> http.client.HTTPResponse:
+        # no silent retry: a retry would hide inside the timed region
+        try:
+            self.conn.request("POST", self.prefix + path, body, self.headers)
+            return self.conn.getresponse()
+        except (ConnectionError, http.client.HTTPException) as e:
+            self.conn.close()
+            raise BenchError(f"{self.name}: kept-alive connection failed: {e!r}") from e
+
+    def post(self, path: str, body: bytes) -> tuple[float, bytes]:
+        """Seconds from send to the whole body read, and the body."""
+        t0 = time.perf_counter()
+        r = self._send(path, body)
+        data = r.read()
+        dt = time.perf_counter() - t0
+        if r.status != 200:
+            raise BenchError(f"{self.name}: HTTP {r.status}: {data[:300]!r}")
+        if r.will_close:  # e.g. llama-server's keep-alive max of 100 requests
+            self.reconnect()
+        return dt, data
+
+    def reconnect(self) -> None:
+        """A fresh connection, made outside any timed region."""
+        self.conn.close()
+        self.conn.connect()
+        self.connects += 1
+
+    def ttft(self, path: str, body: bytes) -> tuple[float, int]:
+        """Seconds to the first SSE event with content, and the content events seen.
+
+        With ``stream_keepalive`` False (llama-server closes the connection after every
+        streamed reply although it announces keep-alive) a fresh connection is opened
+        after the stream, outside the timed region."""
+        t0 = time.perf_counter()
+        r = self._send(path, body)
+        if r.status != 200:
+            raise BenchError(f"{self.name}: HTTP {r.status}: {r.read()[:300]!r}")
+        first, n = None, 0
+        while line := r.readline():
+            if content_of(line) is not None:
+                n += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+        if not self.stream_keepalive or r.will_close:
+            self.reconnect()
+        if first is None:
+            raise BenchError(f"{self.name}: stream carried no content")
+        return first, n
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def probe_stream_keepalive(client: Client) -> bool:
+    """Does the server keep the connection open after a streamed reply?"""
+    client.stream_keepalive = True
+    client.ttft("chat/completions", chat_body("Say yes.", max_tokens=2, stream=True))
+    time.sleep(0.2)  # give a closing server time to send its FIN
+    try:
+        client.post("chat/completions", chat_body("hi", max_tokens=1, stream=False))
+        kept = True
+    except BenchError:
+        kept = False
+        client.reconnect()
+    client.stream_keepalive = kept
+    return kept
+
+
+def latency_pairs(direct: Client, proxied: Client, pairs: int, warmup: int,
+                  jupyter_pid: int, engine_pid: int) -> dict:
+    path = "chat/completions"
+    body = chat_body("Say hi.", max_tokens=1, stream=False)
+    for _ in range(warmup):
+        direct.post(path, body)
+        proxied.post(path, body)
+    d, p = [], []
+    j_cpu0, e_cpu0 = cpu_s(jupyter_pid), cpu_s(engine_pid)
+    for i in range(pairs):
+        first, second = (direct, proxied) if i % 2 == 0 else (proxied, direct)
+        t1, b1 = first.post(path, body)
+        t2, b2 = second.post(path, body)
+        td, tp = (t1, t2) if first is direct else (t2, t1)
+        d.append(td * 1e3)
+        p.append(tp * 1e3)
+    j_cpu, e_cpu = cpu_s(jupyter_pid) - j_cpu0, cpu_s(engine_pid) - e_cpu0
+    for raw in (b1, b2):
+        if not json.loads(raw).get("choices"):
+            raise BenchError(f"unexpected reply: {raw[:300]!r}")
+    diff = [b - a for a, b in zip(d, p)]
+    return {"direct": summary(d), "proxied": summary(p), "diff": summary(diff),
+            "jupyter_cpu_ms_per_request": j_cpu * 1e3 / pairs,
+            "engine_cpu_ms_per_request": e_cpu * 1e3 / (2 * pairs),
+            "reconnects": {"direct": direct.connects - 1, "proxied": proxied.connects - 1}}
+
+
+def ttft_pairs(direct: Client, proxied: Client, pairs: int, warmup: int,
+               max_tokens: int) -> dict:
+    path = "chat/completions"
+    body = chat_body("Tell me about the sea.", max_tokens=max_tokens, stream=True)
+    for _ in range(warmup):
+        direct.ttft(path, body)
+        proxied.ttft(path, body)
+    d, p = [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            d.append(direct.ttft(path, body)[0] * 1e3)
+            p.append(proxied.ttft(path, body)[0] * 1e3)
+        else:
+            p.append(proxied.ttft(path, body)[0] * 1e3)
+            d.append(direct.ttft(path, body)[0] * 1e3)
+    diff = [b - a for a, b in zip(d, p)]
+    return {"direct": summary(d), "proxied": summary(p), "diff": summary(diff),
+            "max_tokens": max_tokens}
+
+
+# -- asynchronous streaming clients (throughput) -----------------------------------------------------
+async def _read_body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            line = await reader.readline()
+            if not line.endswith(b"\n"):
+                raise BenchError("connection closed mid-body")
+            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            data = await reader.readexactly(size + 2)
+            yield data[:-2]
+    elif "content-length" in headers:
+        n = int(headers["content-length"])
+        if n:
+            yield await reader.readexactly(n)
+    else:
+        while chunk := await reader.read(65536):
+            yield chunk
+
+
+async def _open(port: int):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
+
+
+async def stream_client(port: int, path: str, auth: str, body: bytes, rounds: int,
+                        keep_alive: bool) -> list[int]:
+    """One client on a raw HTTP/1.1 connection: ``rounds`` streaming requests one after the
+    other; returns the content events of each. Without ``keep_alive`` (llama-server closes
+    the connection after each stream) every request after the first opens a new one."""
+    reader, writer = await _open(port)
+    req = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth}\r\n"
+           f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    counts = []
+    try:
+        for i in range(rounds):
+            if i and not keep_alive:
+                writer.close()
+                reader, writer = await _open(port)
+            writer.write(req)
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(head[0].split(" ", 2)[1])
+            headers = {}
+            for line in head[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            buf, n = b"", 0
+            async for chunk in _read_body_chunks(reader, headers):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if content_of(line) is not None:
+                        n += 1
+            if status != 200:
+                raise BenchError(f"streaming request to port {port}: HTTP {status} {buf[:300]!r}")
+            if content_of(buf) is not None:
+                n += 1
+            counts.append(n)
+            if headers.get("connection", "").lower() == "close":
+                keep_alive = False
+    finally:
+        writer.close()
+    return counts
+
+
+async def _throughput(port: int, path: str, auth: str, body: bytes, clients: int,
+                      rounds: int, keep_alive: bool) -> dict:
+    t0 = time.perf_counter()
+    per_client = await asyncio.gather(*(stream_client(port, path, auth, body, rounds,
+                                                      keep_alive)
+                                        for _ in range(clients)))
+    wall = time.perf_counter() - t0
+    counts = [c for cl in per_client for c in cl]
+    return {"tokens": sum(counts), "wall_s": wall, "min_stream": min(counts),
+            "max_stream": max(counts)}
+
+
+@dataclass
+class Target:
+    port: int
+    path: str  # full path of chat/completions
+    auth: str
+    keep_alive: bool = True  # after a streamed reply
+
+
+def throughput(t: Target, body: bytes, clients: int, rounds: int) -> dict:
+    return asyncio.run(_throughput(t.port, t.path, t.auth, body, clients, rounds,
+                                   t.keep_alive))
+
+
+def throughput_compare(direct: Target, proxied: Target, clients: int, rounds: int,
+                       body: bytes, repeats: int, pids: dict[str, int]) -> dict:
+    """Alternate D P P D ...; aggregate tokens over the summed wall time of each side."""
+    runs = {"direct": [], "proxied": []}
+    order = []
+    for r in range(repeats):
+        order += ["direct", "proxied"] if r % 2 == 0 else ["proxied", "direct"]
+    cpu = {"direct": {k: 0.0 for k in pids}, "proxied": {k: 0.0 for k in pids}}
+    for side in order:
+        t = direct if side == "direct" else proxied
+        before = {k: cpu_s(pid) for k, pid in pids.items()}
+        runs[side].append(throughput(t, body, clients, rounds))
+        for k, pid in pids.items():
+            cpu[side][k] += cpu_s(pid) - before[k]
+    out = {}
+    for side, rs in runs.items():
+        tokens = sum(r["tokens"] for r in rs)
+        wall = sum(r["wall_s"] for r in rs)
+        rates = [r["tokens"] / r["wall_s"] for r in rs]
+        out[side] = {"tok_per_s": tokens / wall, "runs_tok_per_s": rates, "tokens": tokens,
+                     "wall_s": wall, "min_stream": min(r["min_stream"] for r in rs),
+                     "max_stream": max(r["max_stream"] for r in rs),
+                     "cpu_s": cpu[side]}
+    out["ratio"] = out["proxied"]["tok_per_s"] / out["direct"]["tok_per_s"]
+    out["clients"], out["rounds"] = clients, rounds
+    return out
+
+
+# -- phases ------------------------------------------------------------------------------------
+def start_engine(server: JupyterServer, timeout: float = 300) -> Engine:
+    """The first request through the extension starts the engine."""
+    c = Client("proxied", server.port, f"{BASE}bodhi/v1/", f"token {server.token}")
+    c.conn.timeout = timeout
+    c.conn.sock.settimeout(timeout)
+    try:
+        c.post("chat/completions", chat_body("hi", max_tokens=1, stream=False))
+    finally:
+        c.close()
+    return server.find_engine()
+
+
+def clients_for(server: JupyterServer, engine: Engine) -> tuple[Client, Client]:
+    return (Client("direct", engine.port, "/v1/", f"Bearer {engine.api_key}"),
+            Client("proxied", server.port, f"{BASE}bodhi/v1/", f"token {server.token}"))
+
+
+def targets_for(server: JupyterServer, engine: Engine) -> tuple[Target, Target]:
+    return (Target(engine.port, "/v1/chat/completions", f"Bearer {engine.api_key}"),
+            Target(server.port, f"{BASE}bodhi/v1/chat/completions", f"token {server.token}"))
+
+
+def check_ignore_eos(direct: Client, n: int) -> bool:
+    _, got = direct.ttft("chat/completions",
+                         chat_body("Say yes.", max_tokens=n, stream=True, ignore_eos=True))
+    return got == n
+
+
+def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
+    server = JupyterServer(tmp, "real")
+    servers.append(server)
+    t0 = time.perf_counter()
+    server.start()
+    print(f"  jupyter server up in {time.perf_counter() - t0:.1f} s (port {server.port})",
+          flush=True)
+    t0 = time.perf_counter()
+    engine = start_engine(server)
+    print(f"  engine ready after first proxied request: {time.perf_counter() - t0:.1f} s "
+          f"(pid {engine.pid}, port {engine.port})", flush=True)
+    res["machine"]["engine_command"] = engine.cmdline
+    print(f"  engine command: {' '.join(engine.cmdline)}", flush=True)
+    direct, proxied = clients_for(server, engine)
+    try:
+        print(f"  [1] latency, {cfg['pairs']} pairs of 1-token requests ...", flush=True)
+        res["real"]["latency"] = latency_pairs(direct, proxied, cfg["pairs"], cfg["warmup"],
+                                               server.proc.pid, engine.pid)
+        print(f"  [2] time to first token, {cfg['ttft_pairs']} pairs ...", flush=True)
+        res["real"]["ttft"] = ttft_pairs(direct, proxied, cfg["ttft_pairs"], cfg["warmup"] // 4,
+                                         cfg["ttft_tokens"])
+        ignore_eos = check_ignore_eos(direct, cfg["stream_tokens"])
+        res["real"]["ignore_eos_works"] = ignore_eos
+    finally:
+        direct.close()
+        proxied.close()
+    body = chat_body("Write a long story about a lighthouse keeper.",
+                     max_tokens=cfg["stream_tokens"], stream=True, ignore_eos=True)
+    d, p = targets_for(server, engine)
+    res["real"]["throughput"] = {}
+    pids = {"jupyter": server.proc.pid, "engine": engine.pid}
+    for clients in (1, 8, 32):
+        rounds = cfg["rounds"].get(clients, 1)
+        print(f"  [3] streaming throughput, {clients} client(s) x {rounds} request(s) x "
+              f"{cfg['stream_tokens']} tokens, {cfg['repeats']} run(s) each side ...",
+              flush=True)
+        # warm-up: fill the slots once
+        throughput(d, body, clients, 1)
+        res["real"]["throughput"][str(clients)] = throughput_compare(
+            d, p, clients, rounds, body, cfg["repeats"], pids)
+    server.stop()
+
+
+def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
+    wrapper = tmp / "fake-llama-server"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE.resolve()}" "$@"\n')
+    wrapper.chmod(0o755)
+    server = JupyterServer(tmp, "fake", [f"--LlamaServerLauncher.llama_server_path={wrapper}"])
+    servers.append(server)
+    server.start()
+    engine = start_engine(server, timeout=60)
+    print(f"  stand-in engine: {' '.join(engine.cmdline[:2])} ... (port {engine.port})",
+          flush=True)
+    direct, proxied = clients_for(server, engine)
+    try:
+        print(f"  [4] latency, {cfg['fake_pairs']} pairs of 1-token requests ...", flush=True)
+        res["fake"]["latency"] = latency_pairs(direct, proxied, cfg["fake_pairs"],
+                                               cfg["warmup"], server.proc.pid, engine.pid)
+        print(f"  [4] time to first chunk, {cfg['fake_pairs'] // 2} pairs ...", flush=True)
+        res["fake"]["ttft"] = ttft_pairs(direct, proxied, cfg["fake_pairs"] // 2,
+                                         cfg["warmup"], cfg["stream_tokens"])
+    finally:
+        direct.close()
+        proxied.close()
+    body = chat_body("Write a long story.", max_tokens=cfg["stream_tokens"], stream=True)
+    d, p = targets_for(server, engine)
+    res["fake"]["throughput"] = {}
+    pids = {"jupyter": server.proc.pid, "engine": engine.pid}
+    for clients in (8, 32):
+        print(f"  [4] streaming throughput, {clients} clients ...", flush=True)
+        throughput(d, body, clients, 1)
+        res["fake"]["throughput"][str(clients)] = throughput_compare(
+            d, p, clients, cfg["fake_rounds"], body, cfg["repeats"], pids)
+    server.stop()
+
+
+# -- report ------------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def fmt_latency(title: str, lat: dict, target: float | None) -> list[str]:
+    d, p, x = lat["direct"], lat["proxied"], lat["diff"]
+    lines = [title,
+             f"    {'':<22}{'p50':>10}{'p90':>10}{'p99':>10}{'mean':>10}   (ms)",
+             f"    {'direct':<22}{d['p50_ms']:>10.2f}{d['p90_ms']:>10.2f}{d['p99_ms']:>10.2f}"
+             f"{d['mean_ms']:>10.2f}",
+             f"    {'proxied':<22}{p['p50_ms']:>10.2f}{p['p90_ms']:>10.2f}{p['p99_ms']:>10.2f}"
+             f"{p['mean_ms']:>10.2f}",
+             f"    {'per-pair difference':<22}{x['p50_ms']:>10.2f}{x['p90_ms']:>10.2f}"
+             f"{x['p99_ms']:>10.2f}{x['mean_ms']:>10.2f}",
+             f"    ratio proxied/direct p50: {p['p50_ms'] / d['p50_ms']:.2f}x;  "
+             f"difference of p50s: {p['p50_ms'] - d['p50_ms']:.2f} ms"]
+    if "jupyter_cpu_ms_per_request" in lat:
+        lines.append(f"    Jupyter CPU per proxied request: "
+                     f"{lat['jupyter_cpu_ms_per_request']:.2f} ms; engine CPU per request: "
+                     f"{lat['engine_cpu_ms_per_request']:.2f} ms; reconnects "
+                     f"{lat['reconnects']}")
+    if target is not None:
+        lines.append(f"    target: added p50 < {target:g} ms -> {x['p50_ms']:.2f} ms  "
+                     f"{verdict(x['p50_ms'] < target)}")
+    return lines
+
+
+def fmt_throughput(title: str, tp: dict, unit: str, target: float | None) -> list[str]:
+    lines = [title,
+             f"    {'clients':>7}{'direct ' + unit:>18}{'proxied ' + unit:>18}{'ratio':>8}"
+             f"{'chunks/stream':>15}{'Jupyter CPU s':>15}   runs (direct | proxied)"]
+    for clients, t in tp.items():
+        d, p = t["direct"], t["proxied"]
+        same = f"{min(d['min_stream'], p['min_stream'])}-{max(d['max_stream'], p['max_stream'])}"
+        runs = (" ".join(f"{r:.0f}" for r in d["runs_tok_per_s"]) + " | " +
+                " ".join(f"{r:.0f}" for r in p["runs_tok_per_s"]))
+        mark = f"  {verdict(t['ratio'] >= target)}" if target is not None else ""
+        lines.append(f"    {clients:>7}{d['tok_per_s']:>18.1f}{p['tok_per_s']:>18.1f}"
+                     f"{t['ratio']:>8.3f}{same:>15}{p['cpu_s'].get('jupyter', 0):>15.2f}   "
+                     f"{runs}{mark}")
+    if target is not None:
+        lines.append(f"    target: ratio proxied/direct >= {target:g} at every concurrency")
+    return lines
+
+
+def report(res: dict) -> str:
+    m = res["machine"]
+    out = ["", "=" * 100,
+           "bodhi_jupyter proxy overhead" + ("  (--quick)" if res["config"]["quick"] else ""),
+           "=" * 100,
+           f"machine: {m['cpu_count']} CPUs ({m['cpu_model']}), load avg before "
+           f"{m['loadavg_before']}",
+           f"python {m['python']} ({m['platform']}); jupyter_server {m['jupyter_server']}, "
+           f"tornado {m['tornado']}; git {m['git']}",
+           f"engine: {' '.join(m.get('engine_command', ['?']))}",
+           f"engine version: {m.get('engine_version', '?')}", ""]
+    real, fake = res.get("real", {}), res.get("fake", {})
+    if "latency" in real:
+        out += fmt_latency("[1] real engine: non-streaming chat, max_tokens=1 "
+                           f"({real['latency']['diff']['n']} alternating pairs)",
+                           real["latency"], TARGET_ADDED_P50_MS) + [""]
+    if "ttft" in real:
+        t = real["ttft"]
+        diff = t["diff"]["p50_ms"]
+        out += [f"[2] real engine: time to first content token, streaming chat "
+                f"({t['diff']['n']} alternating pairs)",
+                f"    direct p50 {t['direct']['p50_ms']:.2f} ms (p99 "
+                f"{t['direct']['p99_ms']:.2f}); proxied p50 {t['proxied']['p50_ms']:.2f} ms "
+                f"(p99 {t['proxied']['p99_ms']:.2f}); ratio "
+                f"{t['proxied']['p50_ms'] / t['direct']['p50_ms']:.2f}x",
+                f"    per-pair difference p50 {diff:.2f} ms, p90 {t['diff']['p90_ms']:.2f} ms, "
+                f"p99 {t['diff']['p99_ms']:.2f} ms",
+                f"    target: TTFT proxied - direct < {TARGET_TTFT_DIFF_MS:g} ms -> "
+                f"{diff:.2f} ms  {verdict(diff < TARGET_TTFT_DIFF_MS)}", ""]
+    if "throughput" in real:
+        out += fmt_throughput(
+            f"[3] real engine: aggregate streamed tokens/s ({res['config']['stream_tokens']} "
+            f"tokens per request, ignore_eos works: {real.get('ignore_eos_works')})",
+            real["throughput"], "tok/s", TARGET_TPUT_RATIO) + [""]
+    if "latency" in fake:
+        out += fmt_latency("[4] stand-in engine (fake_llama_server.py): non-streaming, "
+                           f"max_tokens=1 ({fake['latency']['diff']['n']} pairs) - the proxy's "
+                           "own cost", fake["latency"], TARGET_ADDED_P50_MS) + [""]
+    if "ttft" in fake:
+        t = fake["ttft"]
+        out += [f"[4] stand-in engine: time to first chunk ({t['diff']['n']} pairs): direct "
+                f"p50 {t['direct']['p50_ms']:.2f} ms, proxied p50 {t['proxied']['p50_ms']:.2f}"
+                f" ms, per-pair difference p50 {t['diff']['p50_ms']:.2f} ms, p99 "
+                f"{t['diff']['p99_ms']:.2f} ms", ""]
+    if "throughput" in fake:
+        out += fmt_throughput("[4] stand-in engine: aggregate streamed chunks/s (the proxy's "
+                              "ceiling; no target - the stand-in is far faster than any model)",
+                              fake["throughput"], "chunk/s", None) + [""]
+    s = res.get("summary", {})
+    if s:
+        out += ["summary:"] + [f"    {k:<46} {v}" for k, v in s.items()]
+    out.append(f"results written to {RESULTS.relative_to(ROOT)}; total {res['elapsed_s']:.0f} s")
+    return "\n".join(out)
+
+
+def make_summary(res: dict) -> dict:
+    s = {}
+    real = res.get("real", {})
+    if "latency" in real:
+        v = real["latency"]["diff"]["p50_ms"]
+        s["added latency p50 (real, 1 token)"] = (f"{v:.2f} ms  "
+                                                  f"{verdict(v < TARGET_ADDED_P50_MS)}")
+    if "latency" in res.get("fake", {}):
+        v = res["fake"]["latency"]["diff"]["p50_ms"]
+        s["added latency p50 (stand-in, 1 token)"] = (f"{v:.2f} ms  "
+                                                      f"{verdict(v < TARGET_ADDED_P50_MS)}")
+    if "ttft" in real:
+        v = real["ttft"]["diff"]["p50_ms"]
+        s["TTFT proxied - direct p50"] = f"{v:.2f} ms  {verdict(v < TARGET_TTFT_DIFF_MS)}"
+    for clients, t in real.get("throughput", {}).items():
+        s[f"throughput ratio, {clients} client(s)"] = (f"{t['ratio']:.3f}  "
+                                                      f"{verdict(t['ratio'] >= TARGET_TPUT_RATIO)}")
+    return s
+
+
+def machine_facts() -> dict:
+    import jupyter_server
+    import tornado
+    cpu_model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        git = "?"
+    engine_version = "?"
+    bundled = Path(sys.executable).with_name("bodhi-llama-server")
+    exe = shutil.which("llama-server") or (str(bundled) if bundled.exists() else None)
+    if exe:
+        try:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+            lines = (out.stdout + out.stderr).strip().splitlines()
+            engine_version = next((ln for ln in lines if "version" in ln.lower()),
+                                  lines[0] if lines else "?")
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return {"cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+            "cpu_model": cpu_model, "python": platform.python_version(),
+            "platform": platform.platform(), "jupyter_server": jupyter_server.__version__,
+            "tornado": tornado.version, "git": git, "engine_version": engine_version,
+            "loadavg_before": tuple(round(x, 2) for x in os.getloadavg())}
+
+
+def config(quick: bool) -> dict:
+    if quick:
+        return {"quick": True, "pairs": 40, "warmup": 8, "ttft_pairs": 10, "ttft_tokens": 4,
+                "stream_tokens": 32, "rounds": {1: 1, 8: 1, 32: 1}, "repeats": 1,
+                "fake_pairs": 150, "fake_rounds": 1}
+    return {"quick": False, "pairs": 300, "warmup": 30, "ttft_pairs": 60, "ttft_tokens": 4,
+            "stream_tokens": 96, "rounds": {1: 3, 8: 2, 32: 1}, "repeats": 2,
+            "fake_pairs": 1000, "fake_rounds": 4}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller counts: a ~1 minute smoke run")
+    ap.add_argument("--skip-real", action="store_true", help="only the stand-in phase")
+    ap.add_argument("--skip-fake", action="store_true", help="only the real-engine phase")
+    args = ap.parse_args()
+    cfg = config(args.quick)
+    res = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg, "machine": {},
+           "real": {}, "fake": {}}
+    print("machine facts ...", flush=True)
+    res["machine"] = machine_facts()
+    m = res["machine"]
+    print(f"  {m['cpu_count']} CPUs ({m['cpu_model']}), python {m['python']}, "
+          f"engine {m['engine_version']}", flush=True)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    servers: list[JupyterServer] = []
+    t_start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="bodhi-bench-"))
+    ok = False
+    try:
+        if not args.skip_real:
+            print("phase A: real engine", flush=True)
+            phase_real(tmp, cfg, res, servers)
+        if not args.skip_fake:
+            print("phase B: stand-in engine", flush=True)
+            phase_fake(tmp, cfg, res, servers)
+        ok = True
+    except BenchError as e:
+        print(f"benchmark failed: {e}", file=sys.stderr)
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception as e:  # keep stopping the others
+                print(f"  ! stopping {s.name}: {e!r}", file=sys.stderr)
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"  (logs kept in {tmp})", file=sys.stderr)
+    res["elapsed_s"] = time.perf_counter() - t_start
+    res["summary"] = make_summary(res)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    print(report(res))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

