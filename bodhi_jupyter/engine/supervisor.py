@@ -187,13 +187,21 @@ class EngineSupervisor(LoggingConfigurable):
         started.set_result(engine)
         return engine
 
-    def _check_backoff(self, key: str, model: ResolvedModel) -> None:
+    def _backoff_remaining(self, key: str) -> float:
         failure = self._failures.get(key)
         if failure is None or failure.count < 2:
-            return
+            return 0.0
         wait = min(self.crash_backoff * 2 ** (failure.count - 2), self.crash_backoff_max)
-        remaining = failure.last_at + wait - time.monotonic()
+        return max(0.0, failure.last_at + wait - time.monotonic())
+
+    def next_start_in(self, owner: str, model: ResolvedModel, embedding: bool = False) -> float:
+        """Seconds until a failing engine may be started again (0: now)."""
+        return self._backoff_remaining(engine_key(owner, model, embedding))
+
+    def _check_backoff(self, key: str, model: ResolvedModel) -> None:
+        remaining = self._backoff_remaining(key)
         if remaining > 0:
+            failure = self._failures[key]
             raise EngineUnavailable(
                 f"The engine for '{model.id}' failed {failure.count} times in a row "
                 f"(last: {failure.cause}); next start allowed in {remaining:.1f} s",
