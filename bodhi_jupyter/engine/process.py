@@ -95,7 +95,8 @@ class EngineProcess:
                 await self._spawn_and_wait(timeout)
                 return
             except EngineStartError as e:
-                port_clash = "address already in use" in e.log_tail.lower()
+                tail = e.log_tail.lower()
+                port_clash = "couldn't bind" in tail or "address already in use" in tail
                 if not port_clash or attempt == port_attempts - 1:
                     self.state = EngineState.FAILED
                     raise

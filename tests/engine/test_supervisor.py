@@ -227,3 +227,30 @@ async def test_shutdown_escalates_to_sigkill(supervisor):
     assert not pid_alive(pid)
     with pytest.raises(EngineUnavailable, match="shutting down"):
         await supervisor.acquire("alice", model("a"))
+
+
+async def test_port_taken_between_choice_and_bind_is_retried(supervisor, monkeypatch):
+    import socket
+
+    from bodhi_jupyter.engine import process
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_port = process.free_port
+    handed_out = []
+
+    def racy_free_port(host):
+        port = taken if not handed_out else real_free_port(host)
+        handed_out.append(port)
+        return port
+
+    monkeypatch.setattr(process, "free_port", racy_free_port)
+    try:
+        async with supervisor.lease("alice", model("a")) as engine:
+            assert engine.port != taken and handed_out[0] == taken
+            assert (await chat(engine))[0] == 200
+    finally:
+        squatter.close()
+    await supervisor.shutdown()
