@@ -6,7 +6,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench clean
+.PHONY: setup system-deps run test bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT_FLAG)
 
-test: setup
+# PostgreSQL server binaries for the database tests (the tests start their own cluster)
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL tests need: sudo apt-get install -y postgresql"; fi; \
+	fi
+
+test: setup system-deps
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 bench: setup

@@ -111,3 +111,7 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# PostgreSQL: a session cluster and `db_url`, parametrized over SQLite and PostgreSQL.
+from .store.postgres import db_url, postgres_cluster  # noqa: E402, F401

@@ -124,12 +124,16 @@ class UpstreamPool:
             if conn is None:
                 try:
                     conn = await asyncio.wait_for(self._connect(), timeout)
-                except (OSError, asyncio.TimeoutError) as e:
+                except OSError as e:  # includes TimeoutError
                     raise UpstreamError(f"cannot connect to engine on port {self.port}: "
                                         f"{e}") from e
             try:
                 conn.writer.write(payload)
                 raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), timeout)
+            except asyncio.TimeoutError as e:
+                # a slow engine is not a stale connection: never send the request twice
+                conn.close()
+                raise UpstreamError(f"engine did not answer within {timeout} s") from e
             except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
                 conn.close()
                 if reused and attempt == 0 and not getattr(e, "partial", b""):

@@ -13,7 +13,8 @@ from traitlets.config import LoggingConfigurable
 
 #: Quantisation tags as llama.cpp's tools write them into file names.
 _QUANT = re.compile(
-    r"(?i)(?:^|[-_.])((?:I?Q\d(?:_[0-9A-Z]+)*)|BF16|F16|F32|FP16)(?=$|[-_.])"
+    r"(?i)(?:^|[-_.])((?:I?Q\d(?:_[0-9A-Z]+)*)|TQ\d_\d|MXFP4(?:_MOE)?|BF16|F16|F32|FP16)"
+    r"(?=$|[-_.])"
 )
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})$")
 
@@ -47,6 +48,16 @@ def quant_of(filename: str) -> str | None:
     stem = _SPLIT.sub("", Path(filename).stem)
     found = _QUANT.findall(stem)
     return found[-1].upper() if found else None
+
+
+def _snapshots_newest_first(repo_dir: Path) -> list[Path]:
+    """The snapshot that refs/main names first, then the others by modification time."""
+    snapshots = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
+    try:
+        current = (repo_dir / "refs" / "main").read_text().strip()
+    except OSError:
+        current = ""
+    return sorted(snapshots, key=lambda p: (p.name != current, -p.stat().st_mtime, p.name))
 
 
 def package_dir(module: str) -> Path | None:
@@ -109,14 +120,20 @@ class ModelDiscovery(LoggingConfigurable):
             if len(parts) != 3:
                 continue
             repo = f"{parts[1]}/{parts[2]}"
-            for path in sorted(repo_dir.glob("snapshots/*/**/*.gguf")):
-                split = _SPLIT.search(path.stem)
-                if split and split.group(1) != "00001":
-                    continue  # llama.cpp loads the later parts through the first one
-                if "mmproj" in path.name.lower():
-                    continue  # vision projectors are not models of their own
-                quant = quant_of(path.name) or _SPLIT.sub("", path.stem)
-                yield self._file(f"{repo}:{quant}", path, "hf-cache")
+            files: dict[str, Path] = {}  # file path inside the repo -> newest snapshot's copy
+            for snapshot in _snapshots_newest_first(repo_dir):
+                for path in sorted(snapshot.rglob("*.gguf")):
+                    split = _SPLIT.search(path.stem)
+                    if split and split.group(1) != "00001":
+                        continue  # llama.cpp loads the later parts through the first one
+                    if "mmproj" in path.name.lower():
+                        continue  # vision projectors are not models of their own
+                    files.setdefault(str(path.relative_to(snapshot)), path)
+            tags = [quant_of(p.name) or _SPLIT.sub("", p.stem) for p in files.values()]
+            for path, tag in zip(files.values(), tags):
+                if tags.count(tag) > 1:  # two files share a quant: name them by file
+                    tag = _SPLIT.sub("", path.stem)
+                yield self._file(f"{repo}:{tag}", path, "hf-cache")
 
     def _scan_dirs(self):
         for root in self.model_dirs:

@@ -96,7 +96,7 @@ class Database(LoggingConfigurable):
         src = Path(url.database)
         if not src.exists() or src.stat().st_size == 0:
             return None  # a brand-new database has nothing to lose
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         dest = src.with_name(f"{src.name}.{stamp}.bak")
         shutil.copy2(src, dest)
         self.log.info("backed up %s to %s before migrating", src, dest)

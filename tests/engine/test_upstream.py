@@ -1,0 +1,251 @@
+"""The keep-alive client the proxy uses to talk to an engine, against the fake
+llama-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bodhi_jupyter.engine.upstream import UpstreamError, UpstreamPool
+
+from ..conftest import FAKE_SERVER
+
+KEY = "k"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeServer:
+    """tests/fake_llama_server.py in a subprocess, restartable on the same port."""
+
+    def __init__(self, log: Path):
+        self.port = free_port()
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(FAKE_SERVER), "--port", str(self.port), "--api-key", KEY,
+                 "-a", "fake"], stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"fake server exited:\n{self.log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health",
+                                            timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert time.monotonic() < deadline, "fake server did not become healthy"
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    async def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Poll the server's stderr; yields to the event loop, which closes sockets."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert time.monotonic() < deadline, f"{text!r} not logged:\n{self.log.read_text()}"
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    server = FakeServer(tmp_path / "fake-server.log")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def pool(fake_server):
+    p = UpstreamPool("127.0.0.1", fake_server.port, KEY)
+    yield p
+    p.close()
+
+
+def chat(max_tokens: int = 3, stream: bool = False, text: str = "hi") -> bytes:
+    return json.dumps({"model": "fake", "max_tokens": max_tokens, "stream": stream,
+                       "messages": [{"role": "user", "content": text}]}).encode()
+
+
+def local_port(conn) -> int:
+    return conn.writer.get_extra_info("sockname")[1]
+
+
+async def test_sequential_requests_share_one_connection(pool):
+    r = await pool.request("GET", "/v1/models")
+    assert r.status == 200
+    assert json.loads(await r.read())["data"][0]["id"] == "fake"
+    assert len(pool._idle) == 1
+    conn = pool._idle[0]
+    sock, port = conn.writer.get_extra_info("socket"), local_port(conn)
+
+    for i in range(5):
+        r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=i + 1))
+        body = json.loads(await r.read())
+        assert r.status == 200
+        assert body["usage"]["completion_tokens"] == i + 1
+        assert len(pool._idle) == 1
+        assert pool._idle[0] is conn
+        assert conn.writer.get_extra_info("socket") is sock
+        assert local_port(conn) == port
+
+
+async def test_streaming_yields_sse_events_in_order(pool):
+    r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=4, stream=True))
+    assert r.status == 200
+    assert r.content_type == "text/event-stream"
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert pool._idle == []  # busy while the body is read
+
+    chunks = [c async for c in r.iter_chunks()]
+
+    assert chunks[-1] == b"data: [DONE]\n\n"
+    assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
+    events = [json.loads(c[6:]) for c in chunks[:-1]]
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == \
+        "fake reply 1 2"
+    assert [e["choices"][0]["finish_reason"] for e in events] == [None] * 4 + ["stop"]
+    assert len(pool._idle) == 1  # the connection went back once the body was done
+
+
+async def test_closing_mid_stream_drops_the_connection(pool, fake_server):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
+    chunks = r.iter_chunks()
+    first = await chunks.__anext__()
+    assert b'"role":"assistant"' in first
+    conn = r._conn
+    port = local_port(conn)
+
+    r.close()
+    await chunks.aclose()
+
+    assert pool._idle == []
+    assert not conn.alive and conn.writer.is_closing()
+    await fake_server.wait_for_log("client disconnected")  # the engine stopped generating
+    r = await pool.request("GET", "/v1/models")
+    await r.read()
+    assert r.status == 200
+    assert local_port(pool._idle[0]) != port
+
+
+async def test_abandoned_iteration_closes_the_connection(pool, fake_server):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
+    chunks = r.iter_chunks()
+    await chunks.__anext__()
+    await chunks.aclose()  # e.g. the proxy's client went away: the task is cancelled
+
+    assert pool._idle == []
+    assert r._conn.writer.is_closing()
+    await fake_server.wait_for_log("client disconnected")
+
+
+async def test_stale_pooled_connection_is_retried_after_a_restart(pool, fake_server):
+    r = await pool.request("GET", "/v1/models")
+    await r.read()
+    (stale,) = pool._idle
+    stale_port = local_port(stale)
+    opened = count_connects(pool)
+
+    # Restart without yielding to the event loop: the pool has not yet seen the old
+    # connection close, so it will try it first, as after a real engine restart.
+    fake_server.kill()
+    fake_server.start()
+    assert stale.alive
+
+    r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=2))
+    body = json.loads(await r.read())
+
+    assert r.status == 200 and body["choices"][0]["message"]["content"] == "fake reply"
+    assert opened[0] == 1
+    assert not stale.alive
+    (fresh,) = pool._idle
+    assert fresh is not stale and local_port(fresh) != stale_port
+
+
+async def test_engine_crash_mid_stream_is_an_upstream_error(pool):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=10, stream=True, text="[crash-after=2]"))
+    got = []
+    with pytest.raises(UpstreamError):
+        async for chunk in r.iter_chunks():
+            got.append(chunk)
+    assert len(got) == 2
+    assert pool._idle == []
+
+
+async def test_dead_port_raises_upstream_error():
+    port = free_port()  # nothing listens there
+    p = UpstreamPool("127.0.0.1", port, KEY)
+    try:
+        with pytest.raises(UpstreamError, match=str(port)):
+            await p.request("GET", "/health", timeout=5)
+    finally:
+        p.close()
+
+
+async def test_wrong_key_is_401(fake_server):
+    for key in ("wrong", None):
+        p = UpstreamPool("127.0.0.1", fake_server.port, key)
+        try:
+            r = await p.request("GET", "/v1/models")
+            body = json.loads(await r.read())
+            assert r.status == 401
+            assert body["error"]["type"] == "authentication_error"
+            health = await p.request("GET", "/health")  # same connection, no key needed
+            await health.read()
+            assert health.status == 200
+        finally:
+            p.close()
+
+
+def count_connects(pool: UpstreamPool) -> list[int]:
+    """Counts new connections the pool opens from now on."""
+    opened = [0]
+    connect = pool._connect
+
+    async def counting_connect():
+        opened[0] += 1
+        return await connect()
+
+    pool._connect = counting_connect
+    return opened
+
+
+async def test_request_timeout(pool):
+    with pytest.raises((UpstreamError, asyncio.TimeoutError)):
+        await pool.request("POST", "/v1/chat/completions", chat(text="[delay=5]"), timeout=0.2)
+    assert pool._idle == []
+
+
+async def test_timeout_on_a_pooled_connection_is_not_retried(pool):
+    r = await pool.request("GET", "/health")
+    await r.read()
+    assert len(pool._idle) == 1
+    opened = count_connects(pool)
+
+    with pytest.raises((UpstreamError, asyncio.TimeoutError)):
+        await pool.request("POST", "/v1/chat/completions", chat(text="[delay=5]"), timeout=0.2)
+
+    assert opened[0] == 0

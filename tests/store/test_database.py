@@ -1,0 +1,160 @@
+"""The database: Alembic migrations on SQLite and PostgreSQL, the SQLite backup taken before
+an upgrade, and the ORM's JSON columns."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from bodhi_jupyter.store import database as database_module
+from bodhi_jupyter.store.database import Database, migrations_dir
+from bodhi_jupyter.store.orm import ModelAlias
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(url=db_url)
+    yield database
+    database.dispose()
+
+
+def test_fresh_database_is_migrated_to_head(db):
+    assert db.upgrade() is None  # nothing existed, so there was nothing to back up
+
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"model_aliases", "alembic_version"} <= tables
+    columns = {c["name"] for c in inspect(db.engine).get_columns("model_aliases")}
+    assert columns == {"id", "name", "model", "request_defaults", "server_options", "source",
+                       "created_at", "updated_at"}
+    assert db.head_revision() == "0001"
+    assert db.current_revision() == db.head_revision()
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() \
+            == [db.head_revision()]
+
+
+def test_second_upgrade_is_a_no_op(db, tmp_path):
+    db.upgrade()
+    with db.session() as s, s.begin():
+        s.add(ModelAlias(name="kept", model="m", source="api"))
+
+    assert db.upgrade() is None
+    assert db.current_revision() == db.head_revision()
+    with db.session() as s:
+        assert s.scalars(select(ModelAlias.name)).all() == ["kept"]
+    assert list(tmp_path.glob("*.bak")) == []
+
+
+def test_orm_round_trips_json_columns(db):
+    db.upgrade()
+    request = {"temperature": 0.25, "max_tokens": 64, "stop": ["\n\n", "</s>"],
+               "system_prompt": "Réponds brièvement ✓", "logit_bias": {"15043": -100},
+               "nested": {"list": [1, 2.5, None, True, "x"], "empty": {}}}
+    server = {"ctx_size": 4096, "parallel": 2, "extra_args": ["--flash-attn", "on"]}
+    with db.session() as s, s.begin():
+        s.add(ModelAlias(name="rich", model="owner/repo:Q4_K_M", request_defaults=request,
+                         server_options=server, source="config"))
+        s.add(ModelAlias(name="plain", model="other"))  # JSON defaults: {}
+
+    db.dispose()  # nothing cached in the engine or the session: read it back fresh
+    with db.session() as s:
+        rich = s.scalars(select(ModelAlias).where(ModelAlias.name == "rich")).one()
+        plain = s.scalars(select(ModelAlias).where(ModelAlias.name == "plain")).one()
+    assert rich.request_defaults == request
+    assert rich.server_options == server
+    assert isinstance(rich.request_defaults["nested"]["list"][1], float)
+    assert rich.source == "config" and rich.model == "owner/repo:Q4_K_M"
+    assert rich.created_at is not None and rich.updated_at is not None
+    assert (plain.request_defaults, plain.server_options, plain.source) == ({}, {}, "api")
+
+
+def test_alias_names_are_unique(db):
+    db.upgrade()
+    with db.session() as s, s.begin():
+        s.add(ModelAlias(name="dup", model="a"))
+    with pytest.raises(IntegrityError), db.session() as s, s.begin():
+        s.add(ModelAlias(name="dup", model="b"))
+    with db.session() as s:
+        assert s.scalars(select(ModelAlias.model)).all() == ["a"]
+
+
+# -- SQLite backups ------------------------------------------------------------------------
+
+SECOND_MIGRATION = '''"""a second revision, as a future release would add
+
+Revision ID: 0002
+Revises: 0001
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("model_aliases") as batch:
+        batch.add_column(sa.Column("note", sa.String(200), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("model_aliases") as batch:
+        batch.drop_column("note")
+'''
+
+
+def test_sqlite_behind_head_is_backed_up_before_upgrading(tmp_path, monkeypatch):
+    path = tmp_path / "data" / "bodhi.sqlite"
+    old = Database(url=f"sqlite:///{path}")
+    old.upgrade()  # the current release: revision 0001
+    with old.session() as s, s.begin():
+        s.add(ModelAlias(name="mine", model="owner/repo:Q8_0",
+                         request_defaults={"temperature": 0.5}, source="api"))
+    old.dispose()
+
+    newer = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
+    (newer / "versions" / "0002_note.py").write_text(SECOND_MIGRATION)
+    monkeypatch.setattr(database_module, "migrations_dir", lambda: newer)
+
+    db = Database(url=f"sqlite:///{path}")
+    try:
+        db.connect()
+        assert (db.current_revision(), db.head_revision()) == ("0001", "0002")
+        backup = db.upgrade()
+        assert db.current_revision() == "0002"
+        columns = {c["name"] for c in inspect(db.engine).get_columns("model_aliases")}
+        assert "note" in columns
+    finally:
+        db.dispose()
+
+    assert backup is not None and backup.exists()
+    assert backup.parent == path.parent
+    assert backup.name.startswith("bodhi.sqlite.") and backup.name.endswith(".bak")
+    with sqlite3.connect(backup) as conn:  # the database as it was before the upgrade
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT name, model, request_defaults, source FROM model_aliases"
+                            ).fetchall() == [("mine", "owner/repo:Q8_0",
+                                              '{"temperature": 0.5}', "api")]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(model_aliases)")]
+        assert "note" not in columns
+    with sqlite3.connect(path) as conn:  # and the upgraded one kept the data too
+        assert conn.execute("SELECT name, note FROM model_aliases").fetchall() == [
+            ("mine", None)]
+
+
+def test_new_sqlite_file_gets_no_backup(tmp_path):
+    path = tmp_path / "nested" / "dir" / "bodhi.sqlite"  # parents are created
+    db = Database(url=f"sqlite:///{path}")
+    try:
+        assert db.upgrade() is None
+    finally:
+        db.dispose()
+    assert path.exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bodhi.sqlite"]
