@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: setup
-	$(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT_FLAG)
+	$(BIN)/jupyter lab notebooks/quickstart.ipynb --no-browser --ServerApp.ip=127.0.0.1 \
+	  --ServerApp.port=$(PORT) --BodhiApp.preload=smollm2-135m-instruct $(ROOT_FLAG)
 
 # PostgreSQL server binaries for the database tests (the tests start their own cluster)
 system-deps:

@@ -3,11 +3,14 @@ the HTTP handlers, and stops every engine when the server stops."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import List, Unicode
 
 from . import __version__
+from .auth.identity import server_owner
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
 from .handlers import openai
@@ -27,6 +30,12 @@ class BodhiApp(ExtensionApp):
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor]
 
+    preload = List(
+        Unicode(),
+        help="Models to start when the server starts, so the first chat does not wait for "
+        "a load. They unload after EngineSupervisor.keep_alive idle seconds like any other.",
+    ).tag(config=True)
+
     def initialize_settings(self):
         self.started_at = time.time()
         self.database = Database(parent=self, log=self.log)
@@ -44,6 +53,17 @@ class BodhiApp(ExtensionApp):
     def initialize_handlers(self):
         self.handlers.extend(openai.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
+
+    async def _start_jupyter_server_extension(self, serverapp):
+        self._preloading = [asyncio.ensure_future(self._preload(name)) for name in self.preload]
+
+    async def _preload(self, name: str) -> None:
+        try:
+            model = self.registry.resolve(name)
+            async with self.supervisor.lease(server_owner(), model):
+                pass
+        except Exception as e:  # a bad preload must not stop the server
+            self.log.error("bodhi: could not preload %s: %s", name, e)
 
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))

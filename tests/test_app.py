@@ -30,16 +30,17 @@ def test_engines_do_not_outlive_a_sigkilled_server(jupyter):
     wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "engine exit")
 
 
-def test_jupyter_lab_serves_models_and_stops_engines_on_sigterm(jupyter):
-    proc, base, log, _env = jupyter("lab")
+def test_jupyter_lab_preloads_serves_and_stops_engines_on_sigterm(jupyter):
+    proc, base, log, _env = jupyter("lab", f"--BodhiApp.preload={DEMO_MODEL_ID}")
+    wait_until(lambda: len(engine_pids(proc.pid)) == 1, 60, "preloaded engine")
+    (preloaded,) = engine_pids(proc.pid)
     status, models = call(base + "bodhi/v1/models")
     assert DEMO_MODEL_ID in [m["id"] for m in models["data"]]
-    status, reply = call(base + "bodhi/v1/embeddings", {"model": DEMO_MODEL_ID,
-                                                        "input": "hello"})
-    assert status == 200 and len(reply["data"][0]["embedding"]) > 0
-    pids = engine_pids(proc.pid)
-    assert len(pids) == 1
+    status, reply = call(base + "bodhi/v1/chat/completions", {
+        "model": DEMO_MODEL_ID, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 200
+    assert engine_pids(proc.pid) == [preloaded]  # the request used the preloaded engine
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0 or proc.returncode == -signal.SIGTERM
-    assert not any(pid_alive(p) for p in pids)
+    assert proc.wait(timeout=30) == 0
+    assert not pid_alive(preloaded)
     assert "bodhi: stopping 1 engine(s)" in Path(log).read_text()

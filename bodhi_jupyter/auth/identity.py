@@ -8,11 +8,16 @@ user. JupyterHub and custom identity providers give real, stable names; those ar
 from __future__ import annotations
 
 import getpass
+import os
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider, User
 
 
 def server_owner() -> str:
+    """The person this server belongs to: the hub user in a single-user server, else the
+    OS user running it."""
+    if os.environ.get("JUPYTERHUB_USER"):
+        return os.environ["JUPYTERHUB_USER"]
     try:
         return getpass.getuser()
     except (KeyError, OSError):
