@@ -306,6 +306,7 @@ def probe_stream_keepalive(client: Client) -> bool:
         kept = False
         client.reconnect()
     client.stream_keepalive = kept
+    client.connects = 1
     return kept
 
 
@@ -379,6 +380,9 @@ async def _read_body_chunks(reader: asyncio.StreamReader, headers: dict[str, str
             yield chunk
 
 
+ERRORS: list[str] = []  # failed streaming requests of the current throughput run
+
+
 async def _open(port: int):
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -416,7 +420,9 @@ async def stream_client(port: int, path: str, auth: str, body: bytes, rounds: in
                     if content_of(line) is not None:
                         n += 1
             if status != 200:
-                raise BenchError(f"streaming request to port {port}: HTTP {status} {buf[:300]!r}")
+                # counted, not fatal: a failed stream is a result (see "errors")
+                ERRORS.append(f"port {port}: HTTP {status} {buf[:200]!r}")
+                continue
             if content_of(buf) is not None:
                 n += 1
             counts.append(n)
@@ -429,14 +435,15 @@ async def stream_client(port: int, path: str, auth: str, body: bytes, rounds: in
 
 async def _throughput(port: int, path: str, auth: str, body: bytes, clients: int,
                       rounds: int, keep_alive: bool) -> dict:
+    ERRORS.clear()
     t0 = time.perf_counter()
     per_client = await asyncio.gather(*(stream_client(port, path, auth, body, rounds,
                                                       keep_alive)
                                         for _ in range(clients)))
     wall = time.perf_counter() - t0
-    counts = [c for cl in per_client for c in cl]
+    counts = [c for cl in per_client for c in cl] or [0]
     return {"tokens": sum(counts), "wall_s": wall, "min_stream": min(counts),
-            "max_stream": max(counts)}
+            "max_stream": max(counts), "errors": list(ERRORS)}
 
 
 @dataclass
@@ -474,6 +481,8 @@ def throughput_compare(direct: Target, proxied: Target, clients: int, rounds: in
         out[side] = {"tok_per_s": tokens / wall, "runs_tok_per_s": rates, "tokens": tokens,
                      "wall_s": wall, "min_stream": min(r["min_stream"] for r in rs),
                      "max_stream": max(r["max_stream"] for r in rs),
+                     "failed_streams": sum(len(r["errors"]) for r in rs),
+                     "first_error": next((r["errors"][0] for r in rs if r["errors"]), None),
                      "cpu_s": cpu[side]}
     out["ratio"] = out["proxied"]["tok_per_s"] / out["direct"]["tok_per_s"]
     out["clients"], out["rounds"] = clients, rounds
@@ -493,14 +502,19 @@ def start_engine(server: JupyterServer, timeout: float = 300) -> Engine:
     return server.find_engine()
 
 
-def clients_for(server: JupyterServer, engine: Engine) -> tuple[Client, Client]:
-    return (Client("direct", engine.port, "/v1/", f"Bearer {engine.api_key}"),
-            Client("proxied", server.port, f"{BASE}bodhi/v1/", f"token {server.token}"))
-
-
-def targets_for(server: JupyterServer, engine: Engine) -> tuple[Target, Target]:
-    return (Target(engine.port, "/v1/chat/completions", f"Bearer {engine.api_key}"),
-            Target(server.port, f"{BASE}bodhi/v1/chat/completions", f"token {server.token}"))
+def clients_for(server: JupyterServer, engine: Engine,
+                section: dict) -> tuple[Client, Client, Target, Target]:
+    """Keep-alive clients for both sides, and whether each keeps a connection after a
+    stream (recorded in ``section``)."""
+    direct = Client("direct", engine.port, "/v1/", f"Bearer {engine.api_key}")
+    proxied = Client("proxied", server.port, f"{BASE}bodhi/v1/", f"token {server.token}")
+    kd, kp = probe_stream_keepalive(direct), probe_stream_keepalive(proxied)
+    section["keeps_connection_after_stream"] = {"direct": kd, "proxied": kp}
+    print(f"  connection kept after a streamed reply: direct {kd}, proxied {kp}", flush=True)
+    return (direct, proxied,
+            Target(engine.port, "/v1/chat/completions", f"Bearer {engine.api_key}", kd),
+            Target(server.port, f"{BASE}bodhi/v1/chat/completions", f"token {server.token}",
+                   kp))
 
 
 def check_ignore_eos(direct: Client, n: int) -> bool:
@@ -510,7 +524,7 @@ def check_ignore_eos(direct: Client, n: int) -> bool:
 
 
 def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
-    server = JupyterServer(tmp, "real")
+    server = JupyterServer(tmp, "real", cfg["jupyter_args"])
     servers.append(server)
     t0 = time.perf_counter()
     server.start()
@@ -522,7 +536,7 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
           f"(pid {engine.pid}, port {engine.port})", flush=True)
     res["machine"]["engine_command"] = engine.cmdline
     print(f"  engine command: {' '.join(engine.cmdline)}", flush=True)
-    direct, proxied = clients_for(server, engine)
+    direct, proxied, d, p = clients_for(server, engine, res["real"])
     try:
         print(f"  [1] latency, {cfg['pairs']} pairs of 1-token requests ...", flush=True)
         res["real"]["latency"] = latency_pairs(direct, proxied, cfg["pairs"], cfg["warmup"],
@@ -530,6 +544,10 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
         print(f"  [2] time to first token, {cfg['ttft_pairs']} pairs ...", flush=True)
         res["real"]["ttft"] = ttft_pairs(direct, proxied, cfg["ttft_pairs"], cfg["warmup"] // 4,
                                          cfg["ttft_tokens"])
+        # the same with max_tokens=1: the engine is idle while the proxy relays the first
+        # token, which separates the proxy's own cost from CPU contention with generation
+        res["real"]["ttft_1tok"] = ttft_pairs(direct, proxied, cfg["ttft_pairs"],
+                                              cfg["warmup"] // 4, 1)
         ignore_eos = check_ignore_eos(direct, cfg["stream_tokens"])
         res["real"]["ignore_eos_works"] = ignore_eos
     finally:
@@ -537,7 +555,6 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
         proxied.close()
     body = chat_body("Write a long story about a lighthouse keeper.",
                      max_tokens=cfg["stream_tokens"], stream=True, ignore_eos=True)
-    d, p = targets_for(server, engine)
     res["real"]["throughput"] = {}
     pids = {"jupyter": server.proc.pid, "engine": engine.pid}
     for clients in (1, 8, 32):
@@ -556,13 +573,14 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
     wrapper = tmp / "fake-llama-server"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE.resolve()}" "$@"\n')
     wrapper.chmod(0o755)
-    server = JupyterServer(tmp, "fake", [f"--LlamaServerLauncher.llama_server_path={wrapper}"])
+    server = JupyterServer(tmp, "fake", [*cfg["jupyter_args"],
+                                         f"--LlamaServerLauncher.llama_server_path={wrapper}"])
     servers.append(server)
     server.start()
     engine = start_engine(server, timeout=60)
     print(f"  stand-in engine: {' '.join(engine.cmdline[:2])} ... (port {engine.port})",
           flush=True)
-    direct, proxied = clients_for(server, engine)
+    direct, proxied, d, p = clients_for(server, engine, res["fake"])
     try:
         print(f"  [4] latency, {cfg['fake_pairs']} pairs of 1-token requests ...", flush=True)
         res["fake"]["latency"] = latency_pairs(direct, proxied, cfg["fake_pairs"],
@@ -573,8 +591,7 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
     finally:
         direct.close()
         proxied.close()
-    body = chat_body("Write a long story.", max_tokens=cfg["stream_tokens"], stream=True)
-    d, p = targets_for(server, engine)
+    body = chat_body("Write a long story.", max_tokens=cfg["fake_stream_tokens"], stream=True)
     res["fake"]["throughput"] = {}
     pids = {"jupyter": server.proc.pid, "engine": engine.pid}
     for clients in (8, 32):
@@ -623,6 +640,10 @@ def fmt_throughput(title: str, tp: dict, unit: str, target: float | None) -> lis
         runs = (" ".join(f"{r:.0f}" for r in d["runs_tok_per_s"]) + " | " +
                 " ".join(f"{r:.0f}" for r in p["runs_tok_per_s"]))
         mark = f"  {verdict(t['ratio'] >= target)}" if target is not None else ""
+        failed = d["failed_streams"] + p["failed_streams"]
+        if failed:
+            mark += (f"  FAILED STREAMS direct {d['failed_streams']}, proxied "
+                     f"{p['failed_streams']}: {d['first_error'] or p['first_error']}")
         lines.append(f"    {clients:>7}{d['tok_per_s']:>18.1f}{p['tok_per_s']:>18.1f}"
                      f"{t['ratio']:>8.3f}{same:>15}{p['cpu_s'].get('jupyter', 0):>15.2f}   "
                      f"{runs}{mark}")
@@ -637,7 +658,9 @@ def report(res: dict) -> str:
            "bodhi_jupyter proxy overhead" + ("  (--quick)" if res["config"]["quick"] else ""),
            "=" * 100,
            f"machine: {m['cpu_count']} CPUs ({m['cpu_model']}), load avg before "
-           f"{m['loadavg_before']}",
+           f"{m['loadavg_before']}, after {m.get('loadavg_after')} (other processes on the "
+           "machine skew the engine figures)",
+           f"extra Jupyter options: {' '.join(res['config']['jupyter_args']) or '-'}",
            f"python {m['python']} ({m['platform']}); jupyter_server {m['jupyter_server']}, "
            f"tornado {m['tornado']}; git {m['git']}",
            f"engine: {' '.join(m.get('engine_command', ['?']))}",
@@ -650,8 +673,8 @@ def report(res: dict) -> str:
     if "ttft" in real:
         t = real["ttft"]
         diff = t["diff"]["p50_ms"]
-        out += [f"[2] real engine: time to first content token, streaming chat "
-                f"({t['diff']['n']} alternating pairs)",
+        out += [f"[2] real engine: time to first content token, streaming chat, max_tokens="
+                f"{t['max_tokens']} ({t['diff']['n']} alternating pairs)",
                 f"    direct p50 {t['direct']['p50_ms']:.2f} ms (p99 "
                 f"{t['direct']['p99_ms']:.2f}); proxied p50 {t['proxied']['p50_ms']:.2f} ms "
                 f"(p99 {t['proxied']['p99_ms']:.2f}); ratio "
@@ -660,6 +683,12 @@ def report(res: dict) -> str:
                 f"p99 {t['diff']['p99_ms']:.2f} ms",
                 f"    target: TTFT proxied - direct < {TARGET_TTFT_DIFF_MS:g} ms -> "
                 f"{diff:.2f} ms  {verdict(diff < TARGET_TTFT_DIFF_MS)}", ""]
+    if "ttft_1tok" in real:
+        t = real["ttft_1tok"]
+        out += [f"[2b] the same with max_tokens=1 (engine idle while the first token is "
+                f"relayed): direct p50 {t['direct']['p50_ms']:.2f} ms, proxied p50 "
+                f"{t['proxied']['p50_ms']:.2f} ms, per-pair difference p50 "
+                f"{t['diff']['p50_ms']:.2f} ms, p99 {t['diff']['p99_ms']:.2f} ms", ""]
     if "throughput" in real:
         out += fmt_throughput(
             f"[3] real engine: aggregate streamed tokens/s ({res['config']['stream_tokens']} "
@@ -744,10 +773,10 @@ def config(quick: bool) -> dict:
     if quick:
         return {"quick": True, "pairs": 40, "warmup": 8, "ttft_pairs": 10, "ttft_tokens": 4,
                 "stream_tokens": 32, "rounds": {1: 1, 8: 1, 32: 1}, "repeats": 1,
-                "fake_pairs": 150, "fake_rounds": 1}
+                "fake_pairs": 150, "fake_rounds": 2, "fake_stream_tokens": 64}
     return {"quick": False, "pairs": 300, "warmup": 30, "ttft_pairs": 60, "ttft_tokens": 4,
             "stream_tokens": 96, "rounds": {1: 3, 8: 2, 32: 1}, "repeats": 2,
-            "fake_pairs": 1000, "fake_rounds": 4}
+            "fake_pairs": 1000, "fake_rounds": 4, "fake_stream_tokens": 256}
 
 
 def main() -> int:
@@ -755,8 +784,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller counts: a ~1 minute smoke run")
     ap.add_argument("--skip-real", action="store_true", help="only the stand-in phase")
     ap.add_argument("--skip-fake", action="store_true", help="only the real-engine phase")
+    ap.add_argument("--jupyter-arg", action="append", default=[], metavar="ARG",
+                    help="extra option for both Jupyter servers, e.g. "
+                    "--jupyter-arg=--LlamaServerLauncher.threads=1 (repeatable)")
     args = ap.parse_args()
     cfg = config(args.quick)
+    cfg["jupyter_args"] = args.jupyter_arg
     res = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg, "machine": {},
            "real": {}, "fake": {}}
     print("machine facts ...", flush=True)
@@ -794,6 +827,7 @@ def main() -> int:
         else:
             print(f"  (logs kept in {tmp})", file=sys.stderr)
     res["elapsed_s"] = time.perf_counter() - t_start
+    res["machine"]["loadavg_after"] = tuple(round(x, 2) for x in os.getloadavg())
     res["summary"] = make_summary(res)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=2) + "\n")

@@ -120,7 +120,8 @@ class UpstreamPool:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode()
         payload = head + b"\r\n" + body
         for attempt in (0, 1):
-            conn, reused = self._take()
+            # the retry always dials afresh: the next pooled connection may be stale too
+            conn, reused = self._take() if attempt == 0 else (None, False)
             if conn is None:
                 try:
                     conn = await asyncio.wait_for(self._connect(), timeout)
@@ -158,7 +159,10 @@ class UpstreamPool:
             if ":" in line:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
-        if headers.get("connection", "").lower() == "close":
+        if headers.get("connection", "").lower() == "close" or (
+                headers.get("content-type", "").startswith("text/event-stream")):
+            # llama-server closes the connection after every event stream despite its
+            # Keep-Alive header; pooling it would only hand a dead socket to the next request
             conn.reusable = False
         return UpstreamResponse(self, conn, code, reason[0] if reason else "", headers)
 

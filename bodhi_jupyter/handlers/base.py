@@ -66,6 +66,8 @@ class BodhiHandler(APIHandler):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        # each event is a small write: without this, Nagle's algorithm holds it back
+        self.request.connection.stream.set_nodelay(True)
 
     async def send_event_bytes(self, data: bytes) -> bool:
         """Write and flush at once; False when the client has gone."""

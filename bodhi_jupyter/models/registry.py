@@ -110,7 +110,9 @@ class ModelRegistry(LoggingConfigurable):
     ).tag(config=True)
 
     rescan_interval = Float(
-        5.0, help="Seconds a scan of model files stays fresh before a lookup rescans."
+        5.0, help="Seconds a scan of model files stays fresh for callers that do not force "
+        "a rescan. Listing models always rescans; resolving an unknown name rescans at "
+        "most once a second."
     ).tag(config=True)
 
     def __init__(self, database: Database, discovery: ModelDiscovery | None = None, **kwargs):
@@ -207,7 +209,13 @@ class ModelRegistry(LoggingConfigurable):
                              resolved.request_defaults)
 
     def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
-        found = self.files().get(ref) or self.files(refresh=True).get(ref)
+        """Known ids come from the last scan (no disk access on the request path); an
+        unknown id triggers a rescan, at most once a second."""
+        if not self._scanned_at:
+            self.files(refresh=True)
+        found = self._files.get(ref)
+        if found is None and time.monotonic() - self._scanned_at > 1.0:
+            found = self.files(refresh=True).get(ref)
         if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():
             p = Path(ref)
             found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
