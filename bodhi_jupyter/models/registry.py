@@ -111,8 +111,7 @@ class ModelRegistry(LoggingConfigurable):
 
     rescan_interval = Float(
         5.0, help="Seconds a scan of model files stays fresh for callers that do not force "
-        "a rescan. Listing models always rescans; resolving an unknown name rescans at "
-        "most once a second."
+        "a rescan. Listing models and resolving an unknown name always rescan."
     ).tag(config=True)
 
     def __init__(self, database: Database, discovery: ModelDiscovery | None = None, **kwargs):
@@ -210,11 +209,9 @@ class ModelRegistry(LoggingConfigurable):
 
     def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
         """Known ids come from the last scan (no disk access on the request path); an
-        unknown id triggers a rescan, at most once a second."""
-        if not self._scanned_at:
-            self.files(refresh=True)
-        found = self._files.get(ref)
-        if found is None and time.monotonic() - self._scanned_at > 1.0:
+        unknown id triggers a rescan, so a model downloaded a moment ago is found."""
+        found = self._files.get(ref) if self._scanned_at else None
+        if found is None:
             found = self.files(refresh=True).get(ref)
         if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():
             p = Path(ref)
