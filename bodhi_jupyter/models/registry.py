@@ -6,12 +6,11 @@ mirrored there at start-up) and then against the files that discovery found.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
-from traitlets import Dict, Float, Int, default
+from traitlets import Dict, Int, default
 from traitlets.config import LoggingConfigurable
 
 from ..store.database import Database
@@ -109,17 +108,12 @@ class ModelRegistry(LoggingConfigurable):
         "the engine's default.",
     ).tag(config=True)
 
-    rescan_interval = Float(
-        5.0, help="Seconds a scan of model files stays fresh for callers that do not force "
-        "a rescan. Listing models and resolving an unknown name always rescan."
-    ).tag(config=True)
-
     def __init__(self, database: Database, discovery: ModelDiscovery | None = None, **kwargs):
         super().__init__(**kwargs)
         self.database = database
         self.discovery = discovery or ModelDiscovery(parent=self)
         self._files: dict[str, ModelFile] = {}
-        self._scanned_at = 0.0
+        self._scanned = False
         self._aliases: dict[str, dict] = {}
 
     @default("aliases")
@@ -167,10 +161,10 @@ class ModelRegistry(LoggingConfigurable):
 
     # -- files -----------------------------------------------------------------------------
     def files(self, refresh: bool = False) -> dict[str, ModelFile]:
-        stale = time.monotonic() - self._scanned_at > self.rescan_interval
-        if refresh or stale or not self._scanned_at:
+        """The files of the last scan; ``refresh`` scans the disk again."""
+        if refresh or not self._scanned:
             self._files = self.discovery.scan()
-            self._scanned_at = time.monotonic()
+            self._scanned = True
         return self._files
 
     # -- resolution ------------------------------------------------------------------------
@@ -210,7 +204,7 @@ class ModelRegistry(LoggingConfigurable):
     def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
         """Known ids come from the last scan (no disk access on the request path); an
         unknown id triggers a rescan, so a model downloaded a moment ago is found."""
-        found = self._files.get(ref) if self._scanned_at else None
+        found = self.files().get(ref)
         if found is None:
             found = self.files(refresh=True).get(ref)
         if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():

@@ -189,7 +189,7 @@ def test_alias_to_an_absolute_gguf_path(make_registry, tmp_path):
 
 
 def test_a_model_added_after_the_first_scan_is_found(make_registry, models_dir):
-    registry = make_registry(rescan_interval=3600)
+    registry = make_registry()
     registry.sync_config_aliases()
     assert "late" not in registry.files()
     (models_dir / "late.gguf").write_bytes(b"GGUF")
