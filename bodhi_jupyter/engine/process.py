@@ -116,7 +116,6 @@ class EngineProcess:
                 env=env, start_new_session=True,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
-        self._log_offset_at_start = self.log_path.stat().st_size
         self.pool = UpstreamPool(host, self.port, api_key)
         exited = asyncio.ensure_future(self.proc.wait())
         deadline = time.monotonic() + timeout

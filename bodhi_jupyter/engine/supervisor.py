@@ -98,6 +98,7 @@ class EngineSupervisor(LoggingConfigurable):
         self._failures: dict[str, _Failures] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._changed = asyncio.Condition()
+        self._waiting = 0
         self._closing = False
         self.starts_total = 0
         self.crashes_total = 0
@@ -293,19 +294,22 @@ class EngineSupervisor(LoggingConfigurable):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        async with self._changed:
-            try:
+        self._waiting += 1
+        try:
+            async with self._changed:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return False
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiting -= 1
         return True
 
     def _notify(self) -> None:
+        """Wake requests waiting for capacity; free when nobody waits (the common case)."""
+        if not self._waiting:
+            return
+
         async def notify():
             async with self._changed:
                 self._changed.notify_all()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
         asyncio.ensure_future(notify())
