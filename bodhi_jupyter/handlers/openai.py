@@ -104,6 +104,8 @@ class InferenceHandler(BodhiHandler):
             try:
                 body = await resp.read()
             except UpstreamError as e:
+                if self.request.connection.stream.closed():
+                    return  # the client left and we hung up on the engine: nothing to say
                 raise await self._engine_failed(engine, e) from None
             if resp.status >= 400:
                 raise upstream_error(resp, body, request.model.id)
