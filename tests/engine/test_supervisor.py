@@ -172,7 +172,7 @@ async def test_lru_idle_engine_is_evicted_at_the_cap(supervisor):
         pass
     async with supervisor.lease("alice", model("a")):
         pass  # a is now the most recently used
-    async with supervisor.lease("alice", model("c")) as c:
+    async with supervisor.lease("alice", model("c")):
         assert b.state == EngineState.STOPPED and not pid_alive(b.pid)
         assert a.state == EngineState.READY
     assert {e.model.id for e in supervisor.engines.values()} == {"a", "c"}

@@ -3,7 +3,6 @@ an upgrade, and the ORM's JSON columns."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 
 import pytest
@@ -11,8 +10,7 @@ from alembic import command
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from bodhi_jupyter.store import database as database_module
-from bodhi_jupyter.store.database import Database, migrations_dir
+from bodhi_jupyter.store.database import Database
 from bodhi_jupyter.store.orm import ModelAlias
 
 
