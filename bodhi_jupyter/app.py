@@ -11,6 +11,8 @@ from traitlets import List, Unicode
 
 from . import __version__
 from .auth.identity import server_owner
+from .auth.roles import RolePolicy
+from .auth.tokens import TokenStore
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
 from .handlers import openai
@@ -28,7 +30,8 @@ class BodhiApp(ExtensionApp):
     version = __version__
     description = __doc__
     load_other_extensions = True
-    classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor]
+    classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
+               RolePolicy]
 
     preload = List(
         Unicode(),
@@ -46,6 +49,8 @@ class BodhiApp(ExtensionApp):
         self.launcher = LlamaServerLauncher(parent=self, log=self.log)
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
         self.gateway = InferenceGateway(self.registry)
+        self.roles = RolePolicy(parent=self, log=self.log)
+        self.tokens = TokenStore(self.database)
         self.settings["bodhi"] = self
         self.log.info("bodhi: %d model(s) available; engine command %s",
                       len(self.registry.list_models()), " ".join(self.launcher.binary()))

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from functools import wraps
 from typing import TYPE_CHECKING
 
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
+from jupyter_server.auth.identity import User
+from jupyter_server.base.call_context import CallContext
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import ensure_async
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..auth.identity import owner_name
+from ..auth.principal import Principal
+from ..auth.scopes import ROLE_SCOPE, narrower
+from ..auth.tokens import looks_like_token
 from ..errors import BodhiAPIError, error_type
 
 if TYPE_CHECKING:
@@ -18,18 +26,94 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "bodhi"
 
 
+def requires(scope: str, *, login_only: bool = False):
+    """Authorise a handler method: Jupyter's own authorizer for Jupyter logins and tokens
+    (JupyterHub scopes apply there), then the bodhi scope the caller holds. ``login_only``
+    refuses bodhi API tokens (managing tokens needs a person, not a token)."""
+
+    def wrap(method):
+        @wraps(method)
+        async def inner(self: "BodhiHandler", *args, **kwargs):
+            principal = self.principal
+            if login_only and principal.is_token:
+                raise BodhiAPIError(403, "API tokens cannot do this; sign in to Jupyter",
+                                    code="login_required")
+            if not principal.is_token:
+                action = HTTP_METHOD_TO_AUTH_ACTION[self.request.method.upper()]
+                allowed = await ensure_async(self.authorizer.is_authorized(
+                    self, self.current_user, action, AUTH_RESOURCE))
+                if not allowed:
+                    raise BodhiAPIError(403, f"Not authorized to {action} {AUTH_RESOURCE}",
+                                        code="forbidden")
+            if not principal.can(scope):
+                raise BodhiAPIError(403, f"This needs the '{scope}' scope; the caller has "
+                                    f"'{principal.scope}'", code="insufficient_scope")
+            return await method(self, *args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
 class BodhiHandler(APIHandler):
-    """Base for bodhi endpoints: every failure becomes OpenAI-style error JSON."""
+    """Base for bodhi endpoints: bodhi API tokens next to Jupyter's auth, scopes, and
+    OpenAI-style error JSON for every failure."""
 
     auth_resource = AUTH_RESOURCE
+    _principal: Principal | None = None
 
     @property
     def bodhi(self) -> BodhiApp:
         return self.settings["bodhi"]
 
+    # -- authentication --------------------------------------------------------------------
+    def bodhi_token(self) -> str | None:
+        """A bodhi API token in the Authorization header, if that is what the caller sent."""
+        scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
+        value = value.strip()
+        if scheme.lower() in ("bearer", "token") and looks_like_token(value):
+            return value
+        return None
+
+    def check_xsrf_cookie(self):
+        # a request carrying its own bearer token is not cookie-authenticated: no XSRF risk
+        if self.bodhi_token() is not None:
+            return None
+        return super().check_xsrf_cookie()
+
+    async def prepare(self):
+        token = self.bodhi_token()
+        if token is None:
+            return await super().prepare()
+        # Jupyter's IdentityProvider does not know bodhi tokens (it would answer 403), so
+        # they are recognised here, before it is asked.
+        CallContext.set(CallContext.JUPYTER_HANDLER, self)
+        if not self.check_host():
+            raise web.HTTPError(403)
+        info = self.bodhi.tokens.authenticate(token)
+        role = self.bodhi.roles.role_of(info.owner)
+        self._principal = Principal(
+            name=info.owner, role=role, auth_method="bodhi_token",
+            scope=narrower(info.scope, ROLE_SCOPE[role]),  # never above the owner's role now
+            token_id=info.id, token_name=info.name, models=info.models)
+        self.current_user = self._jupyter_current_user = User(username=info.owner,
+                                                              name=info.owner)
+
+    @property
+    def principal(self) -> Principal:
+        if self._principal is None:
+            user = self.current_user
+            hub_user = getattr(user, "hub_user", None)
+            groups = hub_user.get("groups", []) if isinstance(hub_user, dict) else []
+            name = owner_name(user, self.identity_provider)
+            role = self.bodhi.roles.role_of(name, groups)
+            self._principal = Principal(name=name, role=role, auth_method="jupyter",
+                                        scope=ROLE_SCOPE[role])
+        return self._principal
+
     @property
     def owner(self) -> str:
-        return owner_name(self.current_user, self.identity_provider)
+        return self.principal.name
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

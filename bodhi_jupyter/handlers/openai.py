@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..engine.supervisor import CapacityError, EngineUnavailable
@@ -14,7 +13,7 @@ from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..models.registry import ModelNotFound, ResolvedModel
-from .base import BodhiHandler
+from .base import BodhiHandler, requires
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -23,22 +22,30 @@ def model_object(model: ResolvedModel, created: int) -> dict:
 
 class ModelListHandler(BodhiHandler):
     @web.authenticated
-    @authorized
+    @requires("read")
     async def get(self):
         created = int(self.bodhi.started_at)
-        models = self.bodhi.registry.list_models()
+        models = [m for m in self.bodhi.registry.list_models()
+                  if self.principal.may_use_model(m.id)]
         self.finish({"object": "list", "data": [model_object(m, created) for m in models]})
 
 
 class ModelHandler(BodhiHandler):
     @web.authenticated
-    @authorized
+    @requires("read")
     async def get(self, model_id: str):
         try:
             model = self.bodhi.registry.resolve(model_id)
         except ModelNotFound as e:
             raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
+        check_model_allowed(self.principal, model.id)
         self.finish(model_object(model, int(self.bodhi.started_at)))
+
+
+def check_model_allowed(principal, model_id: str) -> None:
+    if not principal.may_use_model(model_id):
+        raise BodhiAPIError(403, f"This API token may not use the model '{model_id}'",
+                            code="model_not_allowed", param="model")
 
 
 def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiAPIError:
@@ -74,9 +81,10 @@ class InferenceHandler(BodhiHandler):
         super().on_connection_close()
 
     @web.authenticated
-    @authorized
+    @requires("write")
     async def post(self):
         request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
+        check_model_allowed(self.principal, request.model.id)
         try:
             async with self.bodhi.supervisor.lease(self.owner, request.model,
                                                    request.embedding) as engine:

@@ -1,0 +1,171 @@
+"""API tokens: minted once, stored as prefix + SHA-256, checked in constant time.
+
+Tokens are 32+ random bytes, so a plain SHA-256 is as strong as a slow hash would be and
+costs microseconds per request (JupyterHub's API tokens are stored the same way). Verified
+tokens are cached briefly in memory; every change through this store drops the cache entry,
+so a revoked token is refused on its very next use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from ..errors import BodhiAPIError
+from ..store.database import Database
+from ..store.orm import ApiToken
+
+TOKEN_PREFIX = "bodhi_"
+PREFIX_LEN = len(TOKEN_PREFIX) + 8
+STATUSES = ("active", "inactive")
+_CACHE_SECONDS = 30.0
+_LAST_USED_EVERY = 60.0
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def looks_like_token(value: str | None) -> bool:
+    return bool(value) and value.startswith(TOKEN_PREFIX)
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is not None and dt.tzinfo is None:  # SQLite hands back naive datetimes
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    owner: str
+    name: str
+    prefix: str
+    scope: str
+    models: tuple[str, ...] | None
+    status: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> "TokenInfo":
+        return cls(row.id, row.owner, row.name, row.prefix, row.scope,
+                   tuple(row.models) if row.models is not None else None, row.status,
+                   _utc(row.created_at), _utc(row.last_used_at), _utc(row.expires_at))
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= datetime.now(timezone.utc)
+
+    def public(self) -> dict:
+        """What the API shows: never the secret nor its hash."""
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {"id": self.id, "name": self.name, "prefix": self.prefix, "scope": self.scope,
+                "models": list(self.models) if self.models is not None else None,
+                "status": "expired" if self.status == "active" and self.expired else self.status,
+                "created_at": iso(self.created_at), "last_used_at": iso(self.last_used_at),
+                "expires_at": iso(self.expires_at)}
+
+
+class TokenStore:
+    def __init__(self, database: Database):
+        self.database = database
+        self._cache: dict[str, tuple[TokenInfo, float]] = {}  # hash -> (info, cached at)
+        self._last_used_written: dict[str, float] = {}
+
+    # -- minting and managing --------------------------------------------------------------
+    def create(self, owner: str, name: str, scope: str, expires_in: int | None = None,
+               models: list[str] | None = None) -> tuple[str, TokenInfo]:
+        """Returns the token itself (shown once) and its stored description."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires_at = (datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+                      if expires_in else None)
+        row = ApiToken(id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
+                       hashed=hash_token(token), scope=scope, models=models, status="active",
+                       created_at=datetime.now(timezone.utc), expires_at=expires_at)
+        with self.database.session() as s, s.begin():
+            s.add(row)
+        return token, TokenInfo.of(row)
+
+    def list(self, owner: str | None) -> list[TokenInfo]:
+        """Tokens of ``owner``, newest first (everyone's when owner is None)."""
+        query = select(ApiToken).order_by(ApiToken.created_at.desc(), ApiToken.id)
+        if owner is not None:
+            query = query.where(ApiToken.owner == owner)
+        with self.database.session() as s:
+            return [TokenInfo.of(r) for r in s.scalars(query)]
+
+    def get(self, token_id: str) -> TokenInfo | None:
+        with self.database.session() as s:
+            row = s.get(ApiToken, token_id)
+            return TokenInfo.of(row) if row else None
+
+    def update(self, token_id: str, name: str | None = None,
+               status: str | None = None) -> TokenInfo | None:
+        with self.database.session() as s, s.begin():
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                return None
+            if name is not None:
+                row.name = name
+            if status is not None:
+                row.status = status
+            self._forget(row.hashed)
+            return TokenInfo.of(row)
+
+    def delete(self, token_id: str) -> bool:
+        with self.database.session() as s, s.begin():
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                return False
+            self._forget(row.hashed)
+            s.delete(row)
+            return True
+
+    def _forget(self, hashed: str) -> None:
+        self._cache.pop(hashed, None)
+
+    # -- checking --------------------------------------------------------------------------
+    def authenticate(self, token: str) -> TokenInfo:
+        """The token's description, or a 401 naming why it is refused."""
+        hashed = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(hashed)
+        if cached is not None and now - cached[1] < _CACHE_SECONDS:
+            info = cached[0]
+        else:
+            info = self._lookup(token, hashed)
+            self._cache[hashed] = (info, now)
+        if info.status != "active":
+            raise BodhiAPIError(401, "This API token is inactive", code="token_inactive")
+        if info.expired:
+            raise BodhiAPIError(401, "This API token has expired", code="token_expired")
+        self._touch(info, now)
+        return info
+
+    def _lookup(self, token: str, hashed: str) -> TokenInfo:
+        with self.database.session() as s:
+            rows = s.scalars(select(ApiToken).where(ApiToken.prefix == token[:PREFIX_LEN]))
+            for row in rows:
+                if hmac.compare_digest(row.hashed, hashed):
+                    return TokenInfo.of(row)
+        raise BodhiAPIError(401, "Invalid API token", code="token_invalid")
+
+    def _touch(self, info: TokenInfo, now: float) -> None:
+        """Record last use, at most once a minute per token so requests do not all write."""
+        if now - self._last_used_written.get(info.id, -_LAST_USED_EVERY) < _LAST_USED_EVERY:
+            return
+        self._last_used_written[info.id] = now
+        with self.database.session() as s, s.begin():
+            row = s.get(ApiToken, info.id)
+            if row is not None:
+                row.last_used_at = datetime.now(timezone.utc)
