@@ -15,7 +15,7 @@ from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
-from .handlers import openai
+from .handlers import meta, openai
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
 from .models.discovery import ModelDiscovery
@@ -57,6 +57,7 @@ class BodhiApp(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(openai.default_handlers)
+        self.handlers.extend(meta.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
 
     async def _start_jupyter_server_extension(self, serverapp):
