@@ -31,9 +31,12 @@ def _op(summary: str, responses: dict, *, body: dict | None = None, params: list
         op["parameters"] = params
     if stream:
         ok = op["responses"]["200"]
-        ok["content"]["text/event-stream"] = {
-            "schema": {"type": "string", "description": "server-sent events: `data: <chunk>` "
-                       "lines, ending with `data: [DONE]`"}}
+        ok["content"]["text/event-stream"] = {"schema": {
+            "type": "object", "required": ["data"],
+            "description": "one server-sent event: `data: <JSON chunk>`; the last is "
+            "`data: [DONE]`, or `data: {\"error\": ...}` when the engine fails mid-stream",
+            "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                           "id": {"type": "string"}}}}
     return op
 
 
