@@ -8,19 +8,25 @@ import time
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import List, Unicode
+from traitlets.config import Config
 
 from . import __version__
 from .auth.identity import server_owner
+from .auth.limits import RateLimiter
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
-from .handlers import meta, openai
+from .handlers import app as app_api
+from .handlers import meta, openai, tokens
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
+from .metrics import BodhiMetrics
 from .models.discovery import ModelDiscovery
 from .models.registry import ModelRegistry
+from .settings import RuntimeSettings
 from .store.database import Database
+from .usage import UsageRecorder
 
 
 class BodhiApp(ExtensionApp):
@@ -31,7 +37,7 @@ class BodhiApp(ExtensionApp):
     description = __doc__
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
-               RolePolicy]
+               RolePolicy, RateLimiter]
 
     preload = List(
         Unicode(),
@@ -51,6 +57,11 @@ class BodhiApp(ExtensionApp):
         self.gateway = InferenceGateway(self.registry)
         self.roles = RolePolicy(parent=self, log=self.log)
         self.tokens = TokenStore(self.database)
+        self.limiter = RateLimiter(parent=self, log=self.log)
+        self.usage = UsageRecorder(self.database, log=self.log)
+        self.metrics = BodhiMetrics(self.supervisor)
+        self.runtime_settings = self._runtime_settings()
+        self.runtime_settings.apply_stored()  # after config: the database wins
         self.settings["bodhi"] = self
         self.log.info("bodhi: %d model(s) available; engine command %s",
                       len(self.registry.list_models()), " ".join(self.launcher.binary()))
@@ -58,7 +69,20 @@ class BodhiApp(ExtensionApp):
     def initialize_handlers(self):
         self.handlers.extend(openai.default_handlers)
         self.handlers.extend(meta.default_handlers)
+        self.handlers.extend(tokens.default_handlers)
+        self.handlers.extend(app_api.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
+
+    def _runtime_settings(self) -> RuntimeSettings:
+        objects = {"BodhiApp": self, "EngineSupervisor": self.supervisor,
+                   "LlamaServerLauncher": self.launcher, "ModelRegistry": self.registry,
+                   "ModelDiscovery": self.registry.discovery, "Database": self.database,
+                   "RolePolicy": self.roles, "RateLimiter": getattr(self, "limiter", None)}
+        cli = Config()  # the command line: the server's, then what it passed on to us
+        for part in (getattr(self.serverapp, "cli_config", None), self.cli_config):
+            if part:
+                cli.merge(part)
+        return RuntimeSettings(self.database, objects, self.config, cli, log=self.log)
 
     async def _start_jupyter_server_extension(self, serverapp):
         self._preloading = [asyncio.ensure_future(self._preload(name)) for name in self.preload]
@@ -74,6 +98,7 @@ class BodhiApp(ExtensionApp):
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))
         await self.supervisor.shutdown()
+        await asyncio.to_thread(self.usage.close)
         self.database.dispose()
 
 

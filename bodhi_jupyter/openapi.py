@@ -174,3 +174,158 @@ def document(base_url: str) -> dict:
             },
         },
     }
+
+
+# -- app API: tokens -----------------------------------------------------------------------
+_SCOPE = {"enum": ["read", "write", "admin"]}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_APP_ERRORS = {"400": ERROR, "404": ERROR}
+
+SCHEMAS.update({
+    "Token": {"type": "object", "required": ["id", "name", "prefix", "scope", "status",
+                                             "created_at"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "prefix": {"type": "string"},
+        "owner": {"type": "string"}, "scope": _SCOPE,
+        "scopes": {"type": "array", "items": _SCOPE},
+        "models": {"type": ["array", "null"], "items": {"type": "string"}},
+        "status": {"enum": ["active", "inactive", "expired"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "last_used_at": _TIME, "expires_at": _TIME}},
+    "NewToken": {"allOf": [_ref("Token"), {"type": "object", "required": ["token"],
+                                           "properties": {"token": {
+                                               "type": "string", "pattern": "^bodhi_"}}}]},
+    "TokenRequest": {"type": "object", "required": ["name"], "additionalProperties": False,
+                     "description": "exactly one of scope (a level) or scopes (the highest "
+                     "of the list counts)",
+                     "oneOf": [{"required": ["scope"]}, {"required": ["scopes"]}],
+                     "properties": {
+                         "name": {"type": "string", "minLength": 1, "maxLength": 255},
+                         "scope": _SCOPE,
+                         "scopes": {"type": "array", "minItems": 1, "items": _SCOPE},
+                         "expires_in": {"type": ["integer", "null"], "minimum": 1,
+                                        "maximum": 315360000},
+                         "models": {"type": ["array", "null"], "minItems": 1,
+                                    "items": {"type": "string"}}}},
+    "TokenUpdate": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                    "properties": {"name": {"type": "string", "minLength": 1,
+                                            "maxLength": 255},
+                                   "status": {"enum": ["active", "inactive"]}}},
+})
+
+_TOKEN_ID = path_param("token_id", "token id")
+PATHS.update({
+    "/app/tokens": {
+        "get": _op("Your API tokens (admins: ?user=NAME or *); never the secret",
+                   {"200": _json(page_of(_ref("Token"))), **_APP_ERRORS},
+                   params=[*PAGE_PARAMS, query_param("user", {"type": "string"},
+                                                     "whose tokens (admin)")], tag="tokens"),
+        "post": _op("Mint a token; the secret is in this response only",
+                    {"201": _json(_ref("NewToken"), "Created"), **_APP_ERRORS},
+                    body=_ref("TokenRequest"), tag="tokens"),
+    },
+    "/app/tokens/{token_id}": {
+        "get": _op("One token", {"200": _json(_ref("Token")), **_APP_ERRORS},
+                   params=[_TOKEN_ID], tag="tokens"),
+        "put": _op("Rename, or set active/inactive", {"200": _json(_ref("Token")),
+                                                      **_APP_ERRORS},
+                   params=[_TOKEN_ID], body=_ref("TokenUpdate"), tag="tokens"),
+        "delete": _op("Delete a token", {"204": {"description": "Deleted"}, **_APP_ERRORS},
+                      params=[_TOKEN_ID], tag="tokens"),
+    },
+})
+
+
+# -- app API: info, processes, settings, usage, metrics -------------------------------------
+SCHEMAS.update({
+    "Info": {"type": "object", "required": ["version", "engine", "status"], "properties": {
+        "version": {"type": "string"}, "status": {"type": "string"},
+        "engine": {"type": "object", "properties": {"command": {"type": "string"},
+                                                    "version": {"type": "string"}}},
+        "models_loaded": {"type": "integer"}, "uptime_s": {"type": "number"}}},
+    "User": {"type": "object", "required": ["name", "role", "auth_method", "scope"],
+             "properties": {
+                 "name": {"type": "string"},
+                 "role": {"enum": ["user", "power_user", "admin"]},
+                 "auth_method": {"enum": ["jupyter", "bodhi_token"]}, "scope": _SCOPE,
+                 "token": {"type": ["object", "null"]}}},
+    "Process": {"type": "object", "required": ["id", "model", "owner", "state"], "properties": {
+        "id": {"type": "string"}, "model": {"type": "string"}, "owner": {"type": "string"},
+        "embedding": {"type": "boolean"}, "pid": {"type": ["integer", "null"]},
+        "port": {"type": ["integer", "null"]},
+        "state": {"enum": ["starting", "ready", "stopping", "stopped", "crashed", "failed"]},
+        "started_at": _TIME, "last_used_at": _TIME, "in_flight": {"type": "integer"},
+        "memory_bytes": {"type": ["integer", "null"]}, "log_path": {"type": "string"}}},
+    "ProcessRequest": {"type": "object", "required": ["model"], "properties": {
+        "model": {"type": "string", "minLength": 1}, "embedding": {"type": "boolean"}}},
+    "ProcessLog": {"type": "object", "required": ["id", "lines"], "properties": {
+        "id": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}}}},
+    "Setting": {"type": "object", "required": ["key", "value", "source", "mutable"],
+                "properties": {
+                    "key": {"type": "string"}, "value": {},
+                    "source": {"enum": ["command line", "environment", "config file",
+                                        "database", "default"]},
+                    "mutable": {"type": "boolean"}, "help": {"type": "string"}}},
+    "SettingUpdate": {"type": "object", "required": ["value"], "properties": {"value": {}}},
+    "UsageRow": {"type": "object", "required": ["requests", "prompt_tokens",
+                                                "completion_tokens", "errors"], "properties": {
+        "model": {"type": "string"}, "token_id": {"type": ["string", "null"]},
+        "token_name": {"type": ["string", "null"]}, "day": {"type": "string"},
+        "user": {"type": "string"}, "requests": {"type": "integer"},
+        "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+        "errors": {"type": "integer"}, "avg_duration_ms": {"type": ["number", "null"]}}},
+})
+
+_PROCESS_ID = path_param("process_id", "process id")
+_KEY = path_param("key", "setting key, e.g. EngineSupervisor.keep_alive")
+_USER = query_param("user", {"type": "string"}, "whose records (admin): a name or *")
+PATHS.update({
+    "/app/info": {"get": _op("Version, engine and status", {"200": _json(_ref("Info"))},
+                             tag="app")},
+    "/app/user": {"get": _op("Who am I", {"200": _json(_ref("User"))}, tag="app")},
+    "/app/processes": {
+        "get": _op("Loaded engines (admins see everyone's)",
+                   {"200": _json(page_of(_ref("Process"))), "400": ERROR},
+                   params=[*PAGE_PARAMS, _USER], tag="processes"),
+        "post": _op("Load a model for the caller",
+                    {"201": _json(_ref("Process"), "Loaded"), **_APP_ERRORS, "502": ERROR,
+                     "503": ERROR}, body=_ref("ProcessRequest"), tag="processes"),
+    },
+    "/app/processes/{process_id}": {
+        "get": _op("One engine", {"200": _json(_ref("Process")), **_APP_ERRORS},
+                   params=[_PROCESS_ID], tag="processes"),
+        "delete": _op("Unload an engine", {"204": {"description": "Unloaded"},
+                                           **_APP_ERRORS},
+                      params=[_PROCESS_ID], tag="processes"),
+    },
+    "/app/processes/{process_id}/log": {"get": _op(
+        "The end of an engine's log", {"200": _json(_ref("ProcessLog")), **_APP_ERRORS},
+        params=[_PROCESS_ID, query_param("lines", {"type": "integer", "minimum": 1,
+                                                   "maximum": 5000}, "how many lines")],
+        tag="processes")},
+    "/app/settings": {"get": _op(
+        "Every effective setting, its value and where it came from",
+        {"200": _json(page_of(_ref("Setting"))), "400": ERROR}, params=PAGE_PARAMS,
+        tag="settings")},
+    "/app/settings/{key}": {
+        "get": _op("One setting", {"200": _json(_ref("Setting")), **_APP_ERRORS},
+                   params=[_KEY], tag="settings"),
+        "put": _op("Change a run-time setting (stored; wins over config)",
+                   {"200": _json(_ref("Setting")), **_APP_ERRORS}, params=[_KEY],
+                   body=_ref("SettingUpdate"), tag="settings"),
+        "delete": _op("Drop the stored value; config or default applies again",
+                      {"200": _json(_ref("Setting")), **_APP_ERRORS}, params=[_KEY],
+                      tag="settings"),
+    },
+    "/app/usage": {"get": _op(
+        "Inference usage aggregated by model, token, day and/or user",
+        {"200": _json(page_of(_ref("UsageRow"))), "400": ERROR},
+        params=[*PAGE_PARAMS, _USER,
+                query_param("group_by", {"type": "string"},
+                            "comma-separated: model, token, day, user"),
+                query_param("since", {"type": "string", "format": "date-time"}, "from"),
+                query_param("until", {"type": "string", "format": "date-time"},
+                            "until (exclusive)")], tag="usage")},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["usage"], "responses": {
+        "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_COMMON_ERRORS}}},
+})

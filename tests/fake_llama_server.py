@@ -159,6 +159,7 @@ def count_tokens(text):
 
 
 def reply_tokens(n):
+    n = min(n, 4096)  # a fuzzer's max_tokens of 10**18 must not exhaust memory
     words = ["fake", "reply"] + [str(i) for i in range(1, max(n - 1, 0))]
     words = words[:n]
     return [w if i == 0 else " " + w for i, w in enumerate(words)]

@@ -54,6 +54,12 @@ def test_every_operation_survives_fuzzing(fuzz_server):
     for name in ("ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest"):
         doc["components"]["schemas"][name]["properties"]["model"] = {
             "enum": ["fake", "fake", "fake", "no-such-model"]}
+    doc["components"]["schemas"]["ProcessRequest"]["properties"]["model"] = {
+        "enum": ["fake", "no-such-model"]}
+    keys = [s["key"] for s in requests.get(f"{base}bodhi/app/settings?page_size=200",
+                                           headers=headers, timeout=30).json()["data"]]
+    for param in doc["paths"]["/app/settings/{key}"]["put"]["parameters"]:
+        param["schema"] = {"enum": [*keys, "No.such_key"]}
     schema = schemathesis.openapi.from_dict(doc)
     operations = [r.ok() for r in schema.get_all_operations()]
     operations.sort(key=lambda op: op.path.startswith(LAST))

@@ -84,7 +84,10 @@ class BodhiHandler(APIHandler):
     async def prepare(self):
         token = self.bodhi_token()
         if token is None:
-            return await super().prepare()
+            await super().prepare()
+            if self.current_user is not None and not self._finished:
+                self.bodhi.limiter.check(self.principal)
+            return
         # Jupyter's IdentityProvider does not know bodhi tokens (it would answer 403), so
         # they are recognised here, before it is asked.
         CallContext.set(CallContext.JUPYTER_HANDLER, self)
@@ -98,6 +101,7 @@ class BodhiHandler(APIHandler):
             token_id=info.id, token_name=info.name, models=info.models)
         self.current_user = self._jupyter_current_user = User(username=info.owner,
                                                               name=info.owner)
+        self.bodhi.limiter.check(self._principal)  # counts against the token and its user
 
     @property
     def principal(self) -> Principal:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import deque
 
 from tornado import web
 
@@ -13,6 +15,7 @@ from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..models.registry import ModelNotFound, ResolvedModel
+from ..usage import UsageEntry, counts_from_body, counts_from_stream_tail
 from .base import BodhiHandler, requires
 
 
@@ -73,6 +76,8 @@ class InferenceHandler(BodhiHandler):
     def initialize(self, **kwargs):
         super().initialize(**kwargs)
         self._upstream: UpstreamResponse | None = None
+        self._status = 500  # what usage and metrics record, unless the request says more
+        self._tokens = (0, 0)
 
     def on_connection_close(self):
         # the client left: dropping the engine connection makes llama-server stop generating
@@ -83,8 +88,28 @@ class InferenceHandler(BodhiHandler):
     @web.authenticated
     @requires("write")
     async def post(self):
+        started = time.perf_counter()
         request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
         check_model_allowed(self.principal, request.model.id)
+        # from here on every outcome is counted; rejected requests above write nothing
+        try:
+            await self._serve(request)
+        except BodhiAPIError as e:
+            self._status = e.status
+            raise
+        finally:
+            self._record(request, started)
+
+    def _record(self, request: PreparedRequest, started: float) -> None:
+        p = self.principal
+        entry = UsageEntry(user=p.name, token_id=p.token_id, model=request.model.id,
+                           endpoint=self.endpoint, stream=request.stream, status=self._status,
+                           duration_ms=(time.perf_counter() - started) * 1000,
+                           prompt_tokens=self._tokens[0], completion_tokens=self._tokens[1])
+        self.bodhi.usage.record(entry)  # queued; written in batches off the event loop
+        self.bodhi.metrics.observe(entry)
+
+    async def _serve(self, request: PreparedRequest) -> None:
         try:
             async with self.bodhi.supervisor.lease(self.owner, request.model,
                                                    request.embedding) as engine:
@@ -113,11 +138,14 @@ class InferenceHandler(BodhiHandler):
                 body = await resp.read()
             except UpstreamError as e:
                 if self.request.connection.stream.closed():
+                    self._status = CLIENT_GONE
                     return  # the client left and we hung up on the engine: nothing to say
                 raise await self._engine_failed(engine, e) from None
             if resp.status >= 400:
                 raise upstream_error(resp, body, request.model.id)
             self.set_header("Content-Type", resp.content_type or "application/json")
+            self._tokens = counts_from_body(body)
+            self._status = resp.status
             self.write(body)  # bytes: forwarded untouched
             self._finish_raw()
         finally:
@@ -126,12 +154,18 @@ class InferenceHandler(BodhiHandler):
 
     async def _relay_stream(self, resp: UpstreamResponse, engine) -> None:
         self.start_event_stream()
+        tail: deque[bytes] = deque(maxlen=3)  # the token counts come in the last events
         try:
             async for chunk in resp.iter_chunks():
+                tail.append(chunk)
                 if not await self.send_event_bytes(chunk):
                     resp.close()
+                    self._status = CLIENT_GONE
                     return
+            self._status = 200
+            self._tokens = counts_from_stream_tail(tail)
         except UpstreamError as e:
+            self._status = 502
             if not self.request.connection.stream.closed():
                 err = await self._engine_failed(engine, e)
                 await self.send_event_bytes(self.error_event(err))
@@ -155,6 +189,10 @@ class InferenceHandler(BodhiHandler):
                 pass
         return BodhiAPIError(502, f"The engine for '{engine.model.id}' failed while "
                              f"answering: {cause}", code="engine_error")
+
+
+#: recorded for a client that hung up before the reply ended (nginx's "client closed request")
+CLIENT_GONE = 499
 
 
 class _StreamAborted(Exception):

@@ -1,0 +1,316 @@
+"""The app API under ``bodhi/app/``: server info, who am I, engine processes, run-time
+settings, usage, and ``bodhi/metrics``. Thin HTTP over the supervisor, RuntimeSettings,
+UsageQuery and BodhiMetrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+from tornado import web
+
+from .. import __version__
+from ..engine.process import EngineProcess, EngineState
+from ..engine.supervisor import CapacityError, EngineUnavailable
+from ..errors import BodhiAPIError, invalid
+from ..inference import parse_json_object
+from ..metrics import CONTENT_TYPE
+from ..models.registry import ModelNotFound
+from ..usage import UsageQuery, parse_group_by, parse_time
+from .base import BodhiHandler, requires
+from .openai import check_model_allowed
+
+MAX_PAGE_SIZE = 200
+MAX_LOG_LINES = 5000
+
+
+# -- plain helpers, usable without HTTP ------------------------------------------------------
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def memory_bytes(pid: int | None) -> int | None:
+    """Resident memory of the engine and any children it started."""
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def process_json(engine: EngineProcess) -> dict:
+    # last_used is monotonic (immune to clock changes); shown as wall-clock time
+    last_used = time.time() - (time.monotonic() - engine.last_used)
+    return {
+        "id": engine.id, "model": engine.model.id, "owner": engine.owner,
+        "embedding": engine.embedding, "pid": engine.pid, "port": engine.port,
+        "state": engine.state.value, "started_at": iso(engine.started_at),
+        "last_used_at": iso(last_used), "in_flight": engine.in_flight,
+        "memory_bytes": memory_bytes(engine.pid), "log_path": str(engine.log_path),
+    }
+
+
+def tail_lines(path: Path, lines: int, block: int = 65536) -> list[str]:
+    """The last ``lines`` lines of a file, reading backwards only as far as needed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            data = b""
+            while end > 0 and data.count(b"\n") <= lines:
+                start = max(0, end - block)
+                f.seek(start)
+                data = f.read(end - start) + data
+                end = start
+    except OSError:
+        return []
+    out = data.decode("utf-8", "replace").splitlines()
+    return out[-lines:] if lines else []
+
+
+_VERSIONS: dict[tuple[str, ...], str] = {}
+
+
+def engine_version(launcher) -> tuple[tuple[str, ...], str]:
+    """The engine command and its version. Asking the binary takes a process start; the
+    answer does not change for a command, so it is asked once."""
+    try:
+        command = tuple(launcher.binary())
+    except OSError as e:  # a configured path that is not there: say so, do not fail
+        return (launcher.llama_server_path,), f"unavailable: {e}"
+    if command not in _VERSIONS:
+        _VERSIONS[command] = launcher.version()
+    return command, _VERSIONS[command]
+
+
+def int_arg(handler: BodhiHandler, name: str, default: int, lo: int, hi: int) -> int:
+    raw = handler.get_argument(name, None)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise invalid(f"'{name}' must be an integer between {lo} and {hi}", param=name)
+    return value
+
+
+class Pagination:
+    """``?page`` and ``?page_size`` of a list that can grow, and the page's JSON."""
+
+    def __init__(self, handler: BodhiHandler, default_size: int = 50):
+        self.page = int_arg(handler, "page", 1, 1, 10**9)
+        self.page_size = int_arg(handler, "page_size", default_size, 1, MAX_PAGE_SIZE)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+    def body(self, data: list, total: int) -> dict:
+        return {"data": data, "total": total, "page": self.page, "page_size": self.page_size}
+
+    def of(self, items: list) -> dict:
+        return self.body(items[self.offset:self.offset + self.page_size], len(items))
+
+
+class AppHandler(BodhiHandler):
+    def users_filter(self, admin_sees_all: bool) -> list[str] | None:
+        """Whose records to show (None: everyone's). Anyone sees their own; an admin may
+        name another user, or ``*`` for all."""
+        wanted = self.get_argument("user", None)
+        me, admin = self.principal.name, self.principal.can("admin")
+        if not wanted:
+            return None if admin and admin_sees_all else [me]
+        if wanted == me:
+            return [me]
+        if not admin:
+            raise BodhiAPIError(403, "Only admins may see other users' records",
+                                code="insufficient_scope", param="user")
+        return None if wanted == "*" else [wanted]
+
+    def engine(self, process_id: str) -> EngineProcess:
+        """Someone else's process does not exist for a non-admin."""
+        engine = self.bodhi.supervisor.engines.get(process_id)
+        if engine is None or (engine.owner != self.principal.name
+                              and not self.principal.can("admin")):
+            raise BodhiAPIError(404, f"No such process: {process_id}",
+                                code="process_not_found")
+        return engine
+
+
+# -- info and identity -----------------------------------------------------------------------
+class InfoHandler(AppHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        bodhi = self.bodhi
+        command, version = await asyncio.to_thread(engine_version, bodhi.launcher)
+        loaded = sum(1 for e in bodhi.supervisor.engines.values()
+                     if e.state == EngineState.READY)
+        self.finish({"version": __version__,
+                     "engine": {"command": shlex.join(command), "version": version},
+                     "status": "ok", "models_loaded": loaded,
+                     "uptime_s": round(time.time() - bodhi.started_at, 3)})
+
+
+class UserHandler(AppHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        p = self.principal
+        token = None
+        if p.is_token:
+            token = {"id": p.token_id, "name": p.token_name,
+                     "models": list(p.models) if p.models is not None else None}
+        self.finish({"name": p.name, "role": p.role, "auth_method": p.auth_method,
+                     "scope": p.scope, "token": token})
+
+
+# -- processes -------------------------------------------------------------------------------
+class ProcessesHandler(AppHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        page = Pagination(self)
+        users = self.users_filter(admin_sees_all=True)
+        engines = [e for e in self.bodhi.supervisor.engines.values()
+                   if users is None or e.owner in users]
+        engines.sort(key=lambda e: (e.owner, e.model.id, e.embedding, e.id))
+        visible = engines[page.offset:page.offset + page.page_size]
+        self.finish(page.body([process_json(e) for e in visible], len(engines)))
+
+    @web.authenticated
+    @requires("write")
+    async def post(self):
+        body = parse_json_object(self.request.body)
+        name, embedding = body.get("model"), body.get("embedding", False)
+        if not isinstance(name, str) or not name:
+            raise invalid("'model' must be a non-empty string", param="model")
+        if not isinstance(embedding, bool):
+            raise invalid("'embedding' must be a boolean", param="embedding")
+        try:
+            model = self.bodhi.registry.resolve(name)
+        except ModelNotFound as e:
+            raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
+        check_model_allowed(self.principal, model.id)
+        supervisor = self.bodhi.supervisor
+        try:
+            engine = await supervisor.acquire(self.owner, model, embedding)
+        except CapacityError as e:
+            raise BodhiAPIError(503, str(e), code="capacity_exceeded",
+                                headers={"Retry-After": "5"}) from None
+        except EngineUnavailable as e:
+            headers = {"Retry-After": str(int(e.retry_after) + 1)} if e.retry_after else {}
+            raise BodhiAPIError(502, str(e), code="engine_unavailable",
+                                headers=headers) from None
+        supervisor.release(engine)  # from now on it idles under keep_alive like any other
+        self.set_status(201)
+        self.finish(process_json(engine))
+
+
+class ProcessHandler(AppHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self, process_id: str):
+        self.finish(process_json(self.engine(process_id)))
+
+    @web.authenticated
+    @requires("write")
+    async def delete(self, process_id: str):
+        await self.bodhi.supervisor.unload(self.engine(process_id))
+        self.set_status(204)
+        self.finish()
+
+
+class ProcessLogHandler(AppHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self, process_id: str):
+        lines = int_arg(self, "lines", 100, 1, MAX_LOG_LINES)
+        engine = self.engine(process_id)
+        text = await asyncio.to_thread(tail_lines, engine.log_path, lines)
+        self.finish({"id": engine.id, "lines": text})
+
+
+# -- settings --------------------------------------------------------------------------------
+class SettingsHandler(AppHandler):
+    @web.authenticated
+    @requires("admin")
+    async def get(self):
+        page = Pagination(self)
+        self.finish(page.of([v.to_json() for v in self.bodhi.runtime_settings.list()]))
+
+
+class SettingHandler(AppHandler):
+    @web.authenticated
+    @requires("admin")
+    async def get(self, key: str):
+        self.finish(self.bodhi.runtime_settings.get(key).to_json())
+
+    @web.authenticated
+    @requires("admin")
+    async def put(self, key: str):
+        body = parse_json_object(self.request.body)
+        if "value" not in body:
+            raise invalid("'value' is required", param="value", code="missing_required_field")
+        view = self.bodhi.runtime_settings.set(key, body["value"], by=self.principal.name)
+        self.finish(view.to_json())
+
+    @web.authenticated
+    @requires("admin")
+    async def delete(self, key: str):
+        self.finish(self.bodhi.runtime_settings.reset(key).to_json())
+
+
+# -- usage and metrics -----------------------------------------------------------------------
+class UsageHandler(AppHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        page = Pagination(self)
+        group_by = parse_group_by(self.get_argument("group_by", None))
+        since = parse_time(self.get_argument("since", None), "since")
+        until = parse_time(self.get_argument("until", None), "until")
+        users = self.users_filter(admin_sees_all=False)
+        await self.bodhi.usage.flush()  # a caller sees their own requests at once
+        rows, total = await asyncio.to_thread(
+            UsageQuery(self.bodhi.database).aggregate, group_by, users, since, until,
+            page.offset, page.page_size)
+        self.finish(page.body(rows, total))
+
+
+class MetricsHandler(BodhiHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.write(self.bodhi.metrics.exposition())
+        web.RequestHandler.finish(self)  # APIHandler.finish() would force JSON
+
+
+default_handlers = [
+    (r"bodhi/app/info", InfoHandler),
+    (r"bodhi/app/user", UserHandler),
+    (r"bodhi/app/processes", ProcessesHandler),
+    (r"bodhi/app/processes/([^/]+)", ProcessHandler),
+    (r"bodhi/app/processes/([^/]+)/log", ProcessLogHandler),
+    (r"bodhi/app/settings", SettingsHandler),
+    (r"bodhi/app/settings/([^/]+)", SettingHandler),
+    (r"bodhi/app/usage", UsageHandler),
+    (r"bodhi/metrics", MetricsHandler),
+]

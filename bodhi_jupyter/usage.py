@@ -1,0 +1,291 @@
+"""Usage records: one per inference request, written in batches off the event loop, and
+aggregated for ``GET bodhi/app/usage``.
+
+The request path only builds a small record and puts it on a queue; a single writer thread
+inserts what has queued up in one statement. ``flush()`` waits until everything recorded
+before it is in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import Date, case, cast, func, insert, select
+
+from .errors import BodhiAPIError
+from .store.database import Database
+from .store.orm import ApiToken, UsageRecord
+
+
+@dataclass
+class UsageEntry:
+    """What one inference request cost; also what the metrics count."""
+
+    user: str
+    token_id: str | None
+    model: str
+    endpoint: str
+    stream: bool
+    status: int
+    duration_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+# -- token counts from engine replies --------------------------------------------------------
+def _counts(obj) -> tuple[int, int] | None:
+    """(prompt, completion) from an OpenAI ``usage`` or a llama-server ``timings`` object."""
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        completion = usage.get("completion_tokens")
+        return usage["prompt_tokens"], completion if isinstance(completion, int) else 0
+    timings = obj.get("timings")
+    if isinstance(timings, dict) and isinstance(timings.get("predicted_n"), int):
+        prompt = sum(v for k in ("cache_n", "prompt_n")
+                     if isinstance(v := timings.get(k), int))
+        return prompt, timings["predicted_n"]
+    return None
+
+
+def counts_from_body(body: bytes) -> tuple[int, int]:
+    """Token counts of a non-streaming reply. The ``usage`` object is found from the end
+    and decoded alone, so a large embeddings reply is not parsed whole."""
+    at = len(body)
+    decoder = json.JSONDecoder()
+    while (at := body.rfind(b'"usage"', 0, at)) > 0:
+        if body[at - 1:at] != b"\\":  # not inside a string
+            rest = body[at + 7:].lstrip()
+            if rest[:1] == b":":
+                try:
+                    value, _ = decoder.raw_decode(rest[1:].lstrip().decode("utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    break
+                found = _counts({"usage": value})
+                if found:
+                    return found
+                break
+    try:
+        return _counts(json.loads(body)) or (0, 0)
+    except (ValueError, UnicodeDecodeError):
+        return 0, 0
+
+
+def counts_from_stream_tail(chunks: Iterable[bytes]) -> tuple[int, int]:
+    """Token counts from the last pieces of an event stream: the last event that carries
+    ``usage`` (sent when ``stream_options.include_usage`` is set) or llama-server's
+    ``timings`` (on its final chunk)."""
+    text = b"".join(chunks).decode("utf-8", "replace")
+    best = None
+    for event in reversed(text.split("\n\n")):
+        data = event.strip()
+        if not data.startswith("data:"):
+            continue
+        data = data[5:].strip()
+        if not data.startswith("{"):
+            continue
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            continue  # the first piece kept may start mid-event
+        if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+            found = _counts(obj)
+            if found:
+                return found
+        if best is None:
+            best = _counts(obj)
+    return best or (0, 0)
+
+
+# -- recording -------------------------------------------------------------------------------
+class UsageRecorder:
+    """Queues usage entries and writes them from one background thread."""
+
+    def __init__(self, database: Database, log=None, batch_delay: float = 0.5,
+                 max_batch: int = 500):
+        self.database = database
+        self.log = log
+        self.batch_delay = batch_delay
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="bodhi-usage-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def record(self, entry: UsageEntry) -> None:
+        """Cheap enough for the request path: no I/O here."""
+        if not self._closed:
+            self._queue.put(entry)
+
+    async def flush(self) -> None:
+        """Wait until every entry recorded so far is written."""
+        if self._closed or not self._thread.is_alive():
+            return  # nothing will be written any more
+        marker: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(marker)
+        await asyncio.wrap_future(marker)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop the writer (server shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch: list[UsageEntry] = []
+            markers: list[concurrent.futures.Future] = []
+            stop = False
+            item = self._queue.get()
+            deadline = None
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, concurrent.futures.Future):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+                if stop or markers or len(batch) >= self.max_batch:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self.batch_delay
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for m in markers:
+                m.set_result(None)
+            if stop:
+                return
+
+    def _write(self, batch: list[UsageEntry]) -> None:
+        if not batch:
+            return
+        try:
+            with self.database.session() as s, s.begin():
+                s.execute(insert(UsageRecord), [_row(e) for e in batch])
+        except Exception as e:  # usage is bookkeeping: never take the server down
+            if self.log:
+                self.log.error("bodhi: could not write %d usage record(s): %s", len(batch), e)
+
+
+def _row(entry: UsageEntry) -> dict:
+    row = asdict(entry)
+    row["at"] = row["at"].astimezone(timezone.utc)  # SQLite keeps wall time, not the zone
+    return row
+
+
+# -- reading ---------------------------------------------------------------------------------
+GROUPS = ("model", "token", "day", "user")
+
+
+def parse_group_by(raw: str | None) -> list[str]:
+    if not raw:
+        return ["model"]
+    groups = [g.strip() for g in raw.split(",") if g.strip()]
+    bad = [g for g in groups if g not in GROUPS]
+    if bad or not groups:
+        raise BodhiAPIError(400, f"group_by must be a comma-separated list of "
+                            f"{', '.join(GROUPS)}; got {raw!r}", code="invalid_value",
+                            param="group_by")
+    return list(dict.fromkeys(groups))
+
+
+def parse_time(raw: str | None, param: str) -> datetime | None:
+    """An ISO 8601 date or time; without a zone it is UTC."""
+    if raw is None or raw == "":
+        return None
+    # an unescaped "+01:00" in a query string arrives as " 01:00"
+    text = re.sub(r" (\d\d:?\d\d)$", r"+\1", raw.strip()) if "T" in raw else raw.strip()
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BodhiAPIError(400, f"{param} must be an ISO 8601 date or time, e.g. "
+                            "2025-01-31T12:00:00Z", code="invalid_value", param=param) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class UsageQuery:
+    """Aggregates usage records in the database."""
+
+    def __init__(self, database: Database):
+        self.database = database
+
+    def _day(self):
+        if self.database.engine.dialect.name == "postgresql":
+            return cast(func.timezone("UTC", UsageRecord.at), Date)
+        return func.date(UsageRecord.at)  # SQLite keeps the UTC time as text
+
+    def aggregate(self, group_by: list[str], users: list[str] | None = None,
+                  since: datetime | None = None, until: datetime | None = None,
+                  offset: int = 0, limit: int = 50) -> tuple[list[dict], int]:
+        """Rows of ``{group keys..., requests, prompt_tokens, completion_tokens, errors,
+        avg_duration_ms}`` and the number of groups. ``users`` None means everyone;
+        ``until`` is exclusive. Times are compared in UTC."""
+        columns = {"model": UsageRecord.model, "token": UsageRecord.token_id,
+                   "day": self._day(), "user": UsageRecord.user}
+        keys = [columns[g].label(g if g != "token" else "token_id") for g in group_by]
+        where = []
+        if users is not None:
+            where.append(UsageRecord.user.in_(users))
+        if since is not None:
+            where.append(UsageRecord.at >= _naive_utc(since, self.database))
+        if until is not None:
+            where.append(UsageRecord.at < _naive_utc(until, self.database))
+        stmt = (select(*keys,
+                       func.count().label("requests"),
+                       func.coalesce(func.sum(UsageRecord.prompt_tokens), 0).label(
+                           "prompt_tokens"),
+                       func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label(
+                           "completion_tokens"),
+                       func.coalesce(func.sum(case((UsageRecord.status >= 400, 1), else_=0)),
+                                     0).label("errors"),
+                       func.avg(UsageRecord.duration_ms).label("avg_duration_ms"))
+                .where(*where).group_by(*keys))
+        with self.database.session() as s:
+            total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+            rows = s.execute(stmt.order_by(*(k.asc().nulls_first() for k in keys)).offset(offset).limit(limit)).mappings().all()
+            token_ids = {r["token_id"] for r in rows if r.get("token_id")}
+            names = dict(s.execute(select(ApiToken.id, ApiToken.name)
+                                   .where(ApiToken.id.in_(token_ids))).all()) if token_ids \
+                else {}
+        out = []
+        for r in rows:
+            item = {}
+            for g in group_by:
+                if g == "token":
+                    item["token_id"] = r["token_id"]
+                    item["token_name"] = names.get(r["token_id"])
+                elif g == "day":
+                    item["day"] = str(r["day"])
+                else:
+                    item[g] = r[g]
+            item.update(requests=int(r["requests"]), prompt_tokens=int(r["prompt_tokens"]),
+                        completion_tokens=int(r["completion_tokens"]), errors=int(r["errors"]),
+                        avg_duration_ms=round(float(r["avg_duration_ms"] or 0.0), 3))
+            out.append(item)
+        return out, int(total or 0)
+
+
+def _naive_utc(value: datetime, database: Database) -> datetime:
+    """SQLite stores the UTC wall time without a zone; compare with the same."""
+    if database.engine.dialect.name == "sqlite":
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value

@@ -1,0 +1,166 @@
+"""Usage records without HTTP: token counts from engine replies, the batched writer, and the
+aggregation, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from bodhi_jupyter.errors import BodhiAPIError
+from bodhi_jupyter.store.database import Database
+from bodhi_jupyter.store.orm import UsageRecord
+from bodhi_jupyter.usage import (
+    UsageEntry,
+    UsageQuery,
+    UsageRecorder,
+    counts_from_body,
+    counts_from_stream_tail,
+    parse_group_by,
+    parse_time,
+)
+
+
+def event(obj) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+# -- token counts ----------------------------------------------------------------------------
+def test_counts_from_a_non_streaming_body():
+    body = json.dumps({"choices": [{"message": {"content": 'say "usage": {"prompt_tokens": 1}'}}],
+                       "usage": {"prompt_tokens": 31, "completion_tokens": 5,
+                                 "prompt_tokens_details": {"cached_tokens": 30}},
+                       "timings": {"cache_n": 30, "prompt_n": 1, "predicted_n": 5}}).encode()
+    assert counts_from_body(body) == (31, 5)
+
+
+def test_counts_from_an_embeddings_body_and_from_nothing():
+    body = json.dumps({"data": [{"embedding": [0.1] * 1000}],
+                       "usage": {"prompt_tokens": 7, "total_tokens": 7}}).encode()
+    assert counts_from_body(body) == (7, 0)
+    assert counts_from_body(b'{"choices": []}') == (0, 0)
+    assert counts_from_body(b"not json") == (0, 0)
+
+
+def test_stream_tail_prefers_usage_then_llama_server_timings():
+    chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": "x"}}]}
+    timings = {**chunk, "timings": {"cache_n": 30, "prompt_n": 1, "predicted_n": 5,
+                                    "predicted_ms": 3.5}}
+    usage = {**chunk, "choices": [], "usage": {"prompt_tokens": 31, "completion_tokens": 5},
+             "timings": {"cache_n": 0, "prompt_n": 1, "predicted_n": 5}}
+    done = b"data: [DONE]\n\n"
+    # llama-server without include_usage: only timings on the final chunk
+    assert counts_from_stream_tail([event(chunk), event(timings), done]) == (31, 5)
+    # with include_usage: the usage event wins
+    assert counts_from_stream_tail([event(timings), event(usage) + done]) == (31, 5)
+    # the first piece kept may start mid-event
+    assert counts_from_stream_tail([event(chunk)[20:], event(usage), done]) == (31, 5)
+    assert counts_from_stream_tail([event(chunk), done]) == (0, 0)
+
+
+# -- the writer ------------------------------------------------------------------------------
+@pytest.fixture
+def database(db_url):
+    db = Database(url=db_url)
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+def entry(**kw) -> UsageEntry:
+    base = dict(user="ann", token_id=None, model="m1", endpoint="chat", stream=False,
+                status=200, duration_ms=10.0, prompt_tokens=3, completion_tokens=4)
+    return UsageEntry(**{**base, **kw})
+
+
+def count_rows(db: Database) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(UsageRecord))
+
+
+async def test_recorder_writes_in_batches_off_the_calling_thread(database):
+    writers = []
+    original = UsageRecorder._write
+
+    def spy(self, batch):
+        writers.append((threading.current_thread().name, len(batch)))
+        original(self, batch)
+
+    recorder = UsageRecorder(database, batch_delay=0.2)
+    UsageRecorder._write = spy
+    try:
+        for i in range(50):
+            recorder.record(entry(prompt_tokens=i))
+        await recorder.flush()
+    finally:
+        UsageRecorder._write = original
+    assert count_rows(database) == 50
+    assert {name for name, _ in writers} == {"bodhi-usage-writer"}
+    assert sum(n for _, n in writers) == 50 and len(writers) <= 3  # batched, not 50 writes
+    recorder.record(entry())
+    recorder.close()  # writes what is queued
+    assert count_rows(database) == 51
+    recorder.record(entry())  # after close: dropped, not queued forever
+    assert count_rows(database) == 51
+
+
+# -- aggregation -----------------------------------------------------------------------------
+async def test_aggregation_by_model_user_day_and_token(database):
+    day1 = datetime(2025, 3, 1, 23, 30, tzinfo=timezone.utc)
+    day2 = datetime(2025, 3, 2, 0, 30, tzinfo=timezone(timedelta(hours=2)))  # 1 Mar 22:30 UTC
+    day3 = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
+    recorder = UsageRecorder(database)
+    recorder.record(entry(at=day1))
+    recorder.record(entry(at=day2, token_id="t1", duration_ms=30.0))
+    recorder.record(entry(at=day3, model="m2", status=502, prompt_tokens=0,
+                          completion_tokens=0))
+    recorder.record(entry(at=day3, user="bob", prompt_tokens=10, completion_tokens=1))
+    await recorder.flush()
+    recorder.close()
+    q = UsageQuery(database)
+
+    rows, total = q.aggregate(["model"], users=["ann"])
+    assert total == 2
+    assert rows == [
+        {"model": "m1", "requests": 2, "prompt_tokens": 6, "completion_tokens": 8,
+         "errors": 0, "avg_duration_ms": 20.0},
+        {"model": "m2", "requests": 1, "prompt_tokens": 0, "completion_tokens": 0,
+         "errors": 1, "avg_duration_ms": 10.0},
+    ]
+
+    rows, total = q.aggregate(["day", "user"])  # everyone; days in UTC
+    assert [(r["day"], r["user"], r["requests"]) for r in rows] == [
+        ("2025-03-01", "ann", 2), ("2025-03-03", "ann", 1), ("2025-03-03", "bob", 1)]
+
+    rows, _ = q.aggregate(["token"], users=["ann"])
+    assert [(r["token_id"], r["requests"]) for r in rows] == [(None, 2), ("t1", 1)]
+
+    # since inclusive, until exclusive, compared in UTC
+    rows, total = q.aggregate(["user"], since=datetime(2025, 3, 1, 23, 0, tzinfo=timezone.utc),
+                              until=day3)
+    assert total == 1 and rows[0]["requests"] == 1
+    rows, total = q.aggregate(["model", "user"], offset=1, limit=1)
+    assert total == 3 and rows == [{"model": "m1", "user": "bob", "requests": 1,
+                                    "prompt_tokens": 10, "completion_tokens": 1, "errors": 0,
+                                    "avg_duration_ms": 10.0}]
+
+
+def test_query_parameters_are_checked():
+    assert parse_group_by(None) == ["model"]
+    assert parse_group_by("day,model,day") == ["day", "model"]
+    with pytest.raises(BodhiAPIError) as e:
+        parse_group_by("model,colour")
+    assert e.value.status == 400 and e.value.param == "group_by"
+    assert parse_time("2025-03-01", "since") == datetime(2025, 3, 1, tzinfo=timezone.utc)
+    assert parse_time("2025-03-01T02:00:00+02:00", "since") == datetime(
+        2025, 3, 1, tzinfo=timezone.utc)
+    assert parse_time("2025-03-01T02:00:00 02:00", "since") == datetime(  # '+' unescaped
+        2025, 3, 1, tzinfo=timezone.utc)
+    assert parse_time("2025-03-01T00:00:00Z", "until") == datetime(2025, 3, 1,
+                                                                   tzinfo=timezone.utc)
+    with pytest.raises(BodhiAPIError) as e:
+        parse_time("yesterday", "until")
+    assert e.value.param == "until"
