@@ -3,10 +3,14 @@ extension (pytest-jupyter)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
@@ -90,6 +94,39 @@ def api_url(server_url):
 @pytest.fixture
 def jupyter_token(jp_serverapp) -> str:
     return jp_serverapp.identity_provider.token
+
+
+def _http_client(base_url: str, token: str, loop):
+    client = httpx.AsyncClient(base_url=base_url, timeout=60,
+                               headers={"Authorization": f"token {token}"})
+    yield client
+    loop.run_until_complete(client.aclose())
+
+
+@pytest.fixture
+def http(server_url, jupyter_token, jp_asyncio_loop):
+    """httpx client for ``{base_url}bodhi/`` with the Jupyter token."""
+    yield from _http_client(server_url + "bodhi/", jupyter_token, jp_asyncio_loop)
+
+
+@pytest.fixture
+def client(api_url, jupyter_token, jp_asyncio_loop):
+    """httpx client for the OpenAI-compatible ``{base_url}bodhi/v1/``."""
+    yield from _http_client(api_url + "/", jupyter_token, jp_asyncio_loop)
+
+
+async def until(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll with a deadline; fails the test when predicate() (sync or async) stays false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture

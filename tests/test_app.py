@@ -12,6 +12,7 @@ import psutil
 from .conftest import DEMO_MODEL_ID, pid_alive
 from .live_server import call, jupyter, wait_until  # noqa: F401  (jupyter is a fixture)
 
+
 def engine_pids(server_pid: int) -> list[int]:
     children = psutil.Process(server_pid).children(recursive=True)
     return [c.pid for c in children if "--alias" in c.cmdline()]

@@ -65,12 +65,6 @@ def bodhi_config(fake_engine, smollm2_path):
     }
 
 
-@pytest.fixture
-def http(server_url, jupyter_token, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=server_url + "bodhi/", timeout=30,
-                          headers={"Authorization": f"token {jupyter_token}"})
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
 
 
 def chat(text="hi", **extra) -> dict:

@@ -4,9 +4,7 @@ database winning over config after a restart."""
 from __future__ import annotations
 
 import asyncio
-import time
 
-import httpx
 import pytest
 from sqlalchemy import select
 from traitlets import Float, Int, Unicode
@@ -17,6 +15,7 @@ from bodhi_jupyter.settings import RuntimeSettings
 from bodhi_jupyter.store.database import Database
 from bodhi_jupyter.store.orm import Setting
 
+from .conftest import until
 from .handlers.test_errors import assert_error_shape
 
 
@@ -139,19 +138,7 @@ def jp_argv():
     return ["--EngineSupervisor.max_loaded=7"]
 
 
-@pytest.fixture
-def http(server_url, jupyter_token, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=server_url + "bodhi/", timeout=30,
-                          headers={"Authorization": f"token {jupyter_token}"})
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
 
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def all_settings(http) -> dict:

@@ -16,13 +16,12 @@ from tornado import web
 
 from .. import __version__
 from ..engine.process import EngineProcess, EngineState
-from ..engine.supervisor import CapacityError, EngineUnavailable
 from ..errors import BodhiAPIError, invalid
 from ..inference import parse_json_object
 from ..metrics import CONTENT_TYPE
 from ..models.registry import ModelNotFound
 from ..usage import UsageQuery, parse_group_by, parse_time
-from .base import BodhiHandler, requires
+from .base import BodhiHandler, engine_errors_as_http, requires
 from .openai import check_model_allowed
 
 MAX_PAGE_SIZE = 200
@@ -209,15 +208,8 @@ class ProcessesHandler(AppHandler):
             raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
         check_model_allowed(self.principal, model.id)
         supervisor = self.bodhi.supervisor
-        try:
+        with engine_errors_as_http():
             engine = await supervisor.acquire(self.owner, model, embedding)
-        except CapacityError as e:
-            raise BodhiAPIError(503, str(e), code="capacity_exceeded",
-                                headers={"Retry-After": "5"}) from None
-        except EngineUnavailable as e:
-            headers = {"Retry-After": str(int(e.retry_after) + 1)} if e.retry_after else {}
-            raise BodhiAPIError(502, str(e), code="engine_unavailable",
-                                headers=headers) from None
         supervisor.release(engine)  # from now on it idles under keep_alive like any other
         self.set_status(201)
         self.finish(process_json(engine))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,26 @@ from ..auth.identity import owner_name
 from ..auth.principal import Principal
 from ..auth.scopes import ROLE_SCOPE, narrower
 from ..auth.tokens import looks_like_token
+from ..engine.supervisor import CapacityError, EngineUnavailable
 from ..errors import BodhiAPIError, error_type
 
 if TYPE_CHECKING:
     from ..app import BodhiApp
 
 AUTH_RESOURCE = "bodhi"
+
+
+@contextmanager
+def engine_errors_as_http():
+    """The supervisor's refusals as HTTP: all busy at the cap 503, failing engine 502."""
+    try:
+        yield
+    except CapacityError as e:
+        raise BodhiAPIError(503, str(e), code="capacity_exceeded",
+                            headers={"Retry-After": "5"}) from None
+    except EngineUnavailable as e:
+        headers = {"Retry-After": str(int(e.retry_after) + 1)} if e.retry_after else {}
+        raise BodhiAPIError(502, str(e), code="engine_unavailable", headers=headers) from None
 
 
 def requires(scope: str, *, login_only: bool = False):

@@ -10,13 +10,12 @@ from collections import deque
 
 from tornado import web
 
-from ..engine.supervisor import CapacityError, EngineUnavailable
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..models.registry import ModelNotFound, ResolvedModel
 from ..usage import UsageEntry, counts_from_body, counts_from_stream_tail
-from .base import BodhiHandler, requires
+from .base import BodhiHandler, engine_errors_as_http, requires
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -111,18 +110,12 @@ class InferenceHandler(BodhiHandler):
 
     async def _serve(self, request: PreparedRequest) -> None:
         try:
-            async with self.bodhi.supervisor.lease(self.owner, request.model,
-                                                   request.embedding) as engine:
-                await self._forward(engine, request)
+            with engine_errors_as_http():
+                async with self.bodhi.supervisor.lease(self.owner, request.model,
+                                                       request.embedding) as engine:
+                    await self._forward(engine, request)
         except _StreamAborted:
             return  # the client already has the error event
-        except CapacityError as e:
-            raise BodhiAPIError(503, str(e), code="capacity_exceeded",
-                                headers={"Retry-After": "5"}) from None
-        except EngineUnavailable as e:
-            headers = {"Retry-After": str(int(e.retry_after) + 1)} if e.retry_after else {}
-            raise BodhiAPIError(502, str(e), code="engine_unavailable",
-                                headers=headers) from None
 
     async def _forward(self, engine, request: PreparedRequest) -> None:
         try:

@@ -9,8 +9,13 @@ import pytest
 from bodhi_jupyter.auth.principal import Principal
 from bodhi_jupyter.auth.tokens import TokenStore
 from bodhi_jupyter.errors import BodhiAPIError
-from bodhi_jupyter.handlers.tokens import (list_owner, parse_new_token, parse_page,
-                                           parse_token_update, visible_token)
+from bodhi_jupyter.handlers.tokens import (
+    list_owner,
+    parse_new_token,
+    parse_page,
+    parse_token_update,
+    visible_token,
+)
 from bodhi_jupyter.models.registry import ModelNotFound
 from bodhi_jupyter.store.database import Database
 

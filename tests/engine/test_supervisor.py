@@ -13,10 +13,14 @@ import pytest
 
 from bodhi_jupyter.engine.launcher import LlamaServerLauncher
 from bodhi_jupyter.engine.process import EngineState
-from bodhi_jupyter.engine.supervisor import CapacityError, EngineSupervisor, EngineUnavailable
+from bodhi_jupyter.engine.supervisor import (
+    CapacityError,
+    EngineSupervisor,
+    EngineUnavailable,
+)
 from bodhi_jupyter.models.registry import ResolvedModel, ServerOptions
 
-from ..conftest import pid_alive
+from ..conftest import pid_alive, until
 
 
 def model(name: str, *extra: str, path: str = "/models/fake.gguf") -> ResolvedModel:
@@ -33,14 +37,6 @@ def supervisor(fake_engine, tmp_path):
     yield sup
     sup.kill_all()
 
-
-async def until(predicate, timeout=10.0, interval=0.02):
-    """Poll with a deadline; returns when predicate() is true, fails the test otherwise."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 async def chat(engine, text="hi", stream=False, **extra):

@@ -3,9 +3,7 @@ shapes and rules, the real engine where the figures must be the engine's own."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 from bodhi_jupyter import __version__
 from bodhi_jupyter.auth.identity import server_owner
 
-from ..conftest import DEMO_MODEL_ID, pid_alive
+from ..conftest import DEMO_MODEL_ID, pid_alive, until
 from .test_errors import assert_error_shape
 
 PROCESS_KEYS = {"id", "model", "owner", "embedding", "pid", "port", "state", "started_at",
@@ -36,19 +34,7 @@ def bodhi_config(fake_engine, smollm2_path):
     }
 
 
-@pytest.fixture
-def http(server_url, jupyter_token, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=server_url + "bodhi/", timeout=60,
-                          headers={"Authorization": f"token {jupyter_token}"})
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
 
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def chat(model="fake-a", text="hi", **extra) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from bodhi_jupyter.store.orm import ModelAlias
@@ -46,12 +45,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def client(api_url, jupyter_token, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=api_url + "/", timeout=30,
-                          headers={"Authorization": f"token {jupyter_token}"})
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
 
 
 def assert_error_shape(resp, status, code=None, param=None):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
-import httpx
 import openai
 import pytest
 
 from bodhi_jupyter.engine.process import EngineState
 
 FAKE = "/models/fake.gguf"
+
+from ..conftest import until
 
 
 @pytest.fixture
@@ -33,12 +33,6 @@ def bodhi_config(fake_engine, smollm2_path):
     }
 
 
-@pytest.fixture
-def client(api_url, jupyter_token, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=api_url + "/", timeout=30,
-                          headers={"Authorization": f"token {jupyter_token}"})
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
 
 
 def chat_body(model: str, text: str = "hi", **extra) -> dict:
@@ -54,12 +48,6 @@ async def sse_events(client, body) -> list:
                 events.append(line[6:])
     return events
 
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_crash_mid_stream_sends_error_event_then_restarts(client, bodhi_app,

@@ -3,12 +3,10 @@ family, XSRF for cookies versus bearer tokens, and the rate limit."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import secrets
 import sqlite3
-import time
 
 import httpx
 import openai
@@ -23,6 +21,8 @@ from bodhi_jupyter.handlers.base import BodhiHandler, requires
 from .test_errors import assert_error_shape
 
 CHAT = {"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]}
+
+from ..conftest import until
 
 
 def fake_aliases(fake_engine, smollm2_path) -> dict:
@@ -62,12 +62,6 @@ async def mint(http, login, status=201, **body) -> dict:
     assert resp.status_code == status, resp.text
     return resp.json()
 
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 # -- lifecycle ------------------------------------------------------------------------------
