@@ -7,12 +7,14 @@ user. JupyterHub and custom identity providers give real, stable names; those ar
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider, User
 
 
+@functools.lru_cache(maxsize=1)
 def server_owner() -> str:
     """The person this server belongs to: the hub user in a single-user server, else the
     OS user running it."""
