@@ -113,6 +113,14 @@ def test_granted_group_member_is_power_user(hub):
     assert r.status_code == 403, r.text
     assert r.json()["error"]["code"] == "insufficient_scope"
 
+    # a token bob mints keeps his group's role (the token remembers his hub groups)
+    r = on_alice(hub, "POST", "app/tokens", "bob", json={"name": "bob-tool", "scope": "write"})
+    assert r.status_code == 201, r.text
+    r = on_alice(hub, "GET", "app/user", r.json()["token"])
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["role"], r.json()["auth_method"]) == (
+        "bob", "power_user", "bodhi_token")
+
 
 def test_bodhi_token_minted_with_hub_token_works_through_the_proxy(hub):
     r = on_alice(hub, "POST", "app/tokens", "alice", json={"name": "via-hub", "scope": "read"})

@@ -16,6 +16,7 @@ class Principal:
     token_id: str | None = None
     token_name: str | None = None
     models: tuple[str, ...] | None = None  # a token restricted to these models
+    groups: tuple[str, ...] = ()  # JupyterHub groups, for group roles
 
     @property
     def is_token(self) -> bool:

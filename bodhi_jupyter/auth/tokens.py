@@ -51,6 +51,7 @@ class TokenInfo:
     prefix: str
     scope: str
     models: tuple[str, ...] | None
+    groups: tuple[str, ...]
     status: str
     created_at: datetime
     last_used_at: datetime | None
@@ -59,7 +60,8 @@ class TokenInfo:
     @classmethod
     def of(cls, row: ApiToken) -> "TokenInfo":
         return cls(row.id, row.owner, row.name, row.prefix, row.scope,
-                   tuple(row.models) if row.models is not None else None, row.status,
+                   tuple(row.models) if row.models is not None else None,
+                   tuple(row.groups or ()), row.status,
                    _utc(row.created_at), _utc(row.last_used_at), _utc(row.expires_at))
 
     @property
@@ -84,13 +86,15 @@ class TokenStore:
 
     # -- minting and managing --------------------------------------------------------------
     def create(self, owner: str, name: str, scope: str, expires_in: int | None = None,
-               models: list[str] | None = None) -> tuple[str, TokenInfo]:
+               models: list[str] | None = None,
+               groups: list[str] | tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
         """Returns the token itself (shown once) and its stored description."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires_at = (datetime.now(timezone.utc) + timedelta(seconds=expires_in)
                       if expires_in else None)
         row = ApiToken(id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
-                       hashed=hash_token(token), scope=scope, models=models, status="active",
+                       hashed=hash_token(token), scope=scope, models=models,
+                       groups=list(groups) or None, status="active",
                        created_at=datetime.now(timezone.utc), expires_at=expires_at)
         with self.database.session() as s, s.begin():
             s.add(row)

@@ -109,11 +109,11 @@ class BodhiHandler(APIHandler):
         if not self.check_host():
             raise web.HTTPError(403)
         info = self.bodhi.tokens.authenticate(token)
-        role = self.bodhi.roles.role_of(info.owner)
+        role = self.bodhi.roles.role_of(info.owner, info.groups)
         self._principal = Principal(
             name=info.owner, role=role, auth_method="bodhi_token",
             scope=narrower(info.scope, ROLE_SCOPE[role]),  # never above the owner's role now
-            token_id=info.id, token_name=info.name, models=info.models)
+            token_id=info.id, token_name=info.name, models=info.models, groups=info.groups)
         self.current_user = self._jupyter_current_user = User(username=info.owner,
                                                               name=info.owner)
         self.bodhi.limiter.check(self._principal)  # counts against the token and its user
@@ -127,7 +127,7 @@ class BodhiHandler(APIHandler):
             name = owner_name(user, self.identity_provider)
             role = self.bodhi.roles.role_of(name, groups)
             self._principal = Principal(name=name, role=role, auth_method="jupyter",
-                                        scope=ROLE_SCOPE[role])
+                                        scope=ROLE_SCOPE[role], groups=tuple(groups))
         return self._principal
 
     @property

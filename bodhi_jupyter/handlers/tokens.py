@@ -181,7 +181,8 @@ class TokensHandler(BodhiHandler):
         new = parse_new_token(parse_json_object(self.request.body), self.principal,
                               lambda name: self.bodhi.registry.resolve(name).id)
         token, info = self.bodhi.tokens.create(self.owner, new.name, new.scope,
-                                               new.expires_in, new.models)
+                                               new.expires_in, new.models,
+                                               groups=self.principal.groups)
         self.log.info("bodhi: %s created API token %s (%r, scope %s)", self.owner, info.id,
                       info.name, info.scope)
         self.set_status(201)

@@ -50,6 +50,8 @@ class ApiToken(Base):
     hashed: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     scope: Mapped[str] = mapped_column(String(16), nullable=False)
     models: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    #: the owner's JupyterHub groups when the token was minted: group roles apply to tokens
+    groups: Mapped[list | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
