@@ -4,6 +4,7 @@ the HTTP handlers, and stops every engine when the server stops."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import time
 
 from jupyter_server.extension.application import ExtensionApp
@@ -54,6 +55,7 @@ class BodhiApp(ExtensionApp):
         self.registry.sync_config_aliases()
         self.launcher = LlamaServerLauncher(parent=self, log=self.log)
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
+        atexit.register(self.supervisor.kill_all)  # if stop_extension never runs
         self.gateway = InferenceGateway(self.registry)
         self.roles = RolePolicy(parent=self, log=self.log)
         self.tokens = TokenStore(self.database)
@@ -77,7 +79,7 @@ class BodhiApp(ExtensionApp):
         objects = {"BodhiApp": self, "EngineSupervisor": self.supervisor,
                    "LlamaServerLauncher": self.launcher, "ModelRegistry": self.registry,
                    "ModelDiscovery": self.registry.discovery, "Database": self.database,
-                   "RolePolicy": self.roles, "RateLimiter": getattr(self, "limiter", None)}
+                   "RolePolicy": self.roles, "RateLimiter": self.limiter}
         cli = Config()  # the command line: the server's, then what it passed on to us
         for part in (getattr(self.serverapp, "cli_config", None), self.cli_config):
             if part:
@@ -98,6 +100,7 @@ class BodhiApp(ExtensionApp):
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))
         await self.supervisor.shutdown()
+        atexit.unregister(self.supervisor.kill_all)
         await asyncio.to_thread(self.usage.close)
         self.database.dispose()
 

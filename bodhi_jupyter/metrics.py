@@ -10,7 +10,6 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .engine.process import EngineState
 from .engine.supervisor import EngineSupervisor
 from .usage import UsageEntry
 
@@ -29,10 +28,8 @@ class _EngineCollector:
         self.supervisor = supervisor
 
     def collect(self):
-        loaded = sum(1 for e in list(self.supervisor.engines.values())
-                     if e.state == EngineState.READY)
         yield GaugeMetricFamily("bodhi_models_loaded", "Engines loaded and ready.",
-                                value=loaded)
+                                value=self.supervisor.ready_count)
         yield CounterMetricFamily("bodhi_engine_starts", "Engine starts attempted.",
                                   value=self.supervisor.starts_total)
         yield CounterMetricFamily("bodhi_engine_crashes",

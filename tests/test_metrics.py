@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bodhi_jupyter.engine.process import EngineState
+from bodhi_jupyter.engine.supervisor import EngineSupervisor
 from bodhi_jupyter.metrics import BodhiMetrics
 from bodhi_jupyter.usage import UsageEntry
 
@@ -32,8 +33,9 @@ def value(parsed: dict, name: str, **labels) -> float:
 def test_metrics_count_entries_and_read_the_supervisor_at_scrape_time():
     ready = types.SimpleNamespace(state=EngineState.READY)
     starting = types.SimpleNamespace(state=EngineState.STARTING)
-    supervisor = types.SimpleNamespace(engines={"a": ready, "b": starting}, starts_total=2,
-                                       crashes_total=0)
+    supervisor = EngineSupervisor()  # no engine started: its figures are set by hand
+    supervisor.engines = {"a": ready, "b": starting}
+    supervisor.starts_total = 2
     metrics = BodhiMetrics(supervisor)
     other = BodhiMetrics(supervisor)  # each app its own registry: no clash, no sharing
     metrics.observe(UsageEntry("ann", None, "m", "chat", False, 200, 120.0, 10, 5))

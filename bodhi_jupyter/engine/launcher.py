@@ -37,6 +37,10 @@ class LlamaServerLauncher(LoggingConfigurable):
         "127.0.0.1", help="Address engines listen on; loopback keeps them off the network."
     ).tag(config=True)
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._versions: dict[tuple[str, ...], str] = {}
+
     def binary(self) -> list[str]:
         """The command prefix: configured path, then PATH, then the bundled engine."""
         if self.llama_server_path:
@@ -72,6 +76,17 @@ class LlamaServerLauncher(LoggingConfigurable):
             cmd += ["--chat-template", opts.chat_template]
         cmd += [*self.extra_args, *opts.extra_args]
         return cmd
+
+    def describe(self) -> tuple[tuple[str, ...], str]:
+        """(engine command, its version line). Asking takes a process start and the answer
+        does not change for a command, so it is asked once per command."""
+        try:
+            command = tuple(self.binary())
+        except OSError as e:  # a configured path that is not there: say so, do not fail
+            return (self.llama_server_path,), f"unavailable: {e}"
+        if command not in self._versions:
+            self._versions[command] = self.version()
+        return command, self._versions[command]
 
     def version(self) -> str:
         """The engine's own version line, for diagnostics."""

@@ -56,6 +56,24 @@ def _die_with_parent(parent_pid: int) -> None:  # pragma: no cover - runs in the
         os._exit(1)
 
 
+def tail_lines(path: Path, lines: int, block: int = 65536) -> list[str]:
+    """The last ``lines`` lines of a file, reading backwards only as far as needed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            data = b""
+            while end > 0 and data.count(b"\n") <= lines:
+                start = max(0, end - block)
+                f.seek(start)
+                data = f.read(end - start) + data
+                end = start
+    except OSError:
+        return []
+    out = data.decode("utf-8", "replace").splitlines()
+    return out[-lines:] if lines else []
+
+
 def engine_key(owner: str, model: ResolvedModel, embedding: bool) -> str:
     raw = repr((owner, model.id, model.path, model.server, embedding)).encode()
     return hashlib.sha256(raw).hexdigest()[:12]
@@ -196,13 +214,9 @@ class EngineProcess:
 
     # -- diagnostics -----------------------------------------------------------------------
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 16384))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        # only this start's lines: the file keeps earlier runs too
-        text = text.rsplit("=== ", 1)[-1] if "=== " in text else text
-        return "\n".join(text.splitlines()[-lines:])
+        """The end of this start's output (the file keeps earlier runs after '=== ' lines)."""
+        recent = tail_lines(self.log_path, max(lines, 200))
+        starts = [i for i, line in enumerate(recent) if line.startswith("=== ")]
+        if starts:
+            recent = recent[starts[-1] + 1:]
+        return "\n".join(recent[-lines:])

@@ -4,7 +4,6 @@ notice crashes and back off when they repeat, stop them all on shutdown."""
 from __future__ import annotations
 
 import asyncio
-import atexit
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -102,7 +101,6 @@ class EngineSupervisor(LoggingConfigurable):
         self._closing = False
         self.starts_total = 0
         self.crashes_total = 0
-        atexit.register(self.kill_all)
 
     # -- leasing ---------------------------------------------------------------------------
     @asynccontextmanager
@@ -269,10 +267,16 @@ class EngineSupervisor(LoggingConfigurable):
                              return_exceptions=True)
 
     def kill_all(self) -> None:
+        """Synchronous last resort at interpreter exit (the app registers it)."""
         for engine in list(self.engines.values()):
             engine.kill_now()
 
     # -- capacity --------------------------------------------------------------------------
+    @property
+    def ready_count(self) -> int:
+        """Engines loaded and answering (not those still starting)."""
+        return sum(1 for e in list(self.engines.values()) if e.state == EngineState.READY)
+
     def _loaded_count(self, owner: str | None = None) -> int:
         return sum(1 for e in self.engines.values() if owner is None or e.owner == owner)
 

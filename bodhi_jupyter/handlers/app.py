@@ -5,26 +5,23 @@ UsageQuery and BodhiMetrics."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import psutil
 from tornado import web
 
 from .. import __version__
-from ..engine.process import EngineProcess, EngineState
+from ..engine.process import EngineProcess, tail_lines
 from ..errors import BodhiAPIError, invalid
 from ..inference import parse_json_object
 from ..metrics import CONTENT_TYPE
 from ..models.registry import ModelNotFound
 from ..usage import UsageQuery, parse_group_by, parse_time
-from .base import BodhiHandler, engine_errors_as_http, requires
+from .base import BodhiHandler, engine_errors_as_http, int_param, requires
 from .openai import check_model_allowed
 
-MAX_PAGE_SIZE = 200
 MAX_LOG_LINES = 5000
 
 
@@ -63,85 +60,7 @@ def process_json(engine: EngineProcess) -> dict:
     }
 
 
-def tail_lines(path: Path, lines: int, block: int = 65536) -> list[str]:
-    """The last ``lines`` lines of a file, reading backwards only as far as needed."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            data = b""
-            while end > 0 and data.count(b"\n") <= lines:
-                start = max(0, end - block)
-                f.seek(start)
-                data = f.read(end - start) + data
-                end = start
-    except OSError:
-        return []
-    out = data.decode("utf-8", "replace").splitlines()
-    return out[-lines:] if lines else []
-
-
-_VERSIONS: dict[tuple[str, ...], str] = {}
-
-
-def engine_version(launcher) -> tuple[tuple[str, ...], str]:
-    """The engine command and its version. Asking the binary takes a process start; the
-    answer does not change for a command, so it is asked once."""
-    try:
-        command = tuple(launcher.binary())
-    except OSError as e:  # a configured path that is not there: say so, do not fail
-        return (launcher.llama_server_path,), f"unavailable: {e}"
-    if command not in _VERSIONS:
-        _VERSIONS[command] = launcher.version()
-    return command, _VERSIONS[command]
-
-
-def int_arg(handler: BodhiHandler, name: str, default: int, lo: int, hi: int) -> int:
-    raw = handler.get_argument(name, None)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not lo <= value <= hi:
-        raise invalid(f"'{name}' must be an integer between {lo} and {hi}", param=name)
-    return value
-
-
-class Pagination:
-    """``?page`` and ``?page_size`` of a list that can grow, and the page's JSON."""
-
-    def __init__(self, handler: BodhiHandler, default_size: int = 50):
-        self.page = int_arg(handler, "page", 1, 1, 10**9)
-        self.page_size = int_arg(handler, "page_size", default_size, 1, MAX_PAGE_SIZE)
-
-    @property
-    def offset(self) -> int:
-        return (self.page - 1) * self.page_size
-
-    def body(self, data: list, total: int) -> dict:
-        return {"data": data, "total": total, "page": self.page, "page_size": self.page_size}
-
-    def of(self, items: list) -> dict:
-        return self.body(items[self.offset:self.offset + self.page_size], len(items))
-
-
 class AppHandler(BodhiHandler):
-    def users_filter(self, admin_sees_all: bool) -> list[str] | None:
-        """Whose records to show (None: everyone's). Anyone sees their own; an admin may
-        name another user, or ``*`` for all."""
-        wanted = self.get_argument("user", None)
-        me, admin = self.principal.name, self.principal.can("admin")
-        if not wanted:
-            return None if admin and admin_sees_all else [me]
-        if wanted == me:
-            return [me]
-        if not admin:
-            raise BodhiAPIError(403, "Only admins may see other users' records",
-                                code="insufficient_scope", param="user")
-        return None if wanted == "*" else [wanted]
-
     def engine(self, process_id: str) -> EngineProcess:
         """Someone else's process does not exist for a non-admin."""
         engine = self.bodhi.supervisor.engines.get(process_id)
@@ -158,9 +77,8 @@ class InfoHandler(AppHandler):
     @requires("read")
     async def get(self):
         bodhi = self.bodhi
-        command, version = await asyncio.to_thread(engine_version, bodhi.launcher)
-        loaded = sum(1 for e in bodhi.supervisor.engines.values()
-                     if e.state == EngineState.READY)
+        command, version = await asyncio.to_thread(bodhi.launcher.describe)
+        loaded = bodhi.supervisor.ready_count
         self.finish({"version": __version__,
                      "engine": {"command": shlex.join(command), "version": version},
                      "status": "ok", "models_loaded": loaded,
@@ -185,10 +103,10 @@ class ProcessesHandler(AppHandler):
     @web.authenticated
     @requires("read")
     async def get(self):
-        page = Pagination(self)
-        users = self.users_filter(admin_sees_all=True)
+        page = self.page()
+        owner = self.visible_owner(everyone_by_default=True)
         engines = [e for e in self.bodhi.supervisor.engines.values()
-                   if users is None or e.owner in users]
+                   if owner is None or e.owner == owner]
         engines.sort(key=lambda e: (e.owner, e.model.id, e.embedding, e.id))
         visible = engines[page.offset:page.offset + page.page_size]
         self.finish(page.body([process_json(e) for e in visible], len(engines)))
@@ -233,7 +151,8 @@ class ProcessLogHandler(AppHandler):
     @web.authenticated
     @requires("read")
     async def get(self, process_id: str):
-        lines = int_arg(self, "lines", 100, 1, MAX_LOG_LINES)
+        lines = int_param(self.get_query_argument("lines", None), "lines", 100, 1,
+                          MAX_LOG_LINES)
         engine = self.engine(process_id)
         text = await asyncio.to_thread(tail_lines, engine.log_path, lines)
         self.finish({"id": engine.id, "lines": text})
@@ -244,7 +163,7 @@ class SettingsHandler(AppHandler):
     @web.authenticated
     @requires("admin")
     async def get(self):
-        page = Pagination(self)
+        page = self.page()
         self.finish(page.of([v.to_json() for v in self.bodhi.runtime_settings.list()]))
 
 
@@ -274,14 +193,15 @@ class UsageHandler(AppHandler):
     @web.authenticated
     @requires("read")
     async def get(self):
-        page = Pagination(self)
+        page = self.page()
         group_by = parse_group_by(self.get_argument("group_by", None))
         since = parse_time(self.get_argument("since", None), "since")
         until = parse_time(self.get_argument("until", None), "until")
-        users = self.users_filter(admin_sees_all=False)
+        owner = self.visible_owner()
         await self.bodhi.usage.flush()  # a caller sees their own requests at once
         rows, total = await asyncio.to_thread(
-            UsageQuery(self.bodhi.database).aggregate, group_by, users, since, until,
+            UsageQuery(self.bodhi.database).aggregate, group_by,
+            None if owner is None else [owner], since, until,
             page.offset, page.page_size)
         self.finish(page.body(rows, total))
 

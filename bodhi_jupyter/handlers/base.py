@@ -20,12 +20,65 @@ from ..auth.principal import Principal
 from ..auth.scopes import ROLE_SCOPE, narrower
 from ..auth.tokens import looks_like_token
 from ..engine.supervisor import CapacityError, EngineUnavailable
-from ..errors import BodhiAPIError, error_type
+from ..errors import BodhiAPIError, error_type, invalid
 
 if TYPE_CHECKING:
     from ..app import BodhiApp
 
 AUTH_RESOURCE = "bodhi"
+
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+def int_param(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole-number query parameter, or a 400 naming it."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise invalid(f"'{name}' must be an integer between {lo} and {hi}", param=name)
+    return value
+
+
+class Page:
+    """``?page`` and ``?page_size`` of a list that can grow, and the page's JSON
+    ``{"data", "total", "page", "page_size"}``."""
+
+    def __init__(self, page: str | None = None, page_size: str | None = None):
+        self.page = int_param(page, "page", 1, 1, 10**9)
+        self.page_size = int_param(page_size, "page_size", DEFAULT_PAGE_SIZE, 1,
+                                   MAX_PAGE_SIZE)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+    def body(self, data: list, total: int) -> dict:
+        return {"data": data, "total": total, "page": self.page, "page_size": self.page_size}
+
+    def of(self, items: list) -> dict:
+        return self.body(items[self.offset:self.offset + self.page_size], len(items))
+
+
+def visible_owner(principal: Principal, wanted: str | None,
+                  everyone_by_default: bool = False) -> str | None:
+    """Whose records a listing shows; None means everyone's. Anyone sees their own; an
+    admin may name another user, or ``*`` for all (and sees all by default where
+    ``everyone_by_default``)."""
+    admin = principal.can("admin")
+    if not wanted:
+        return None if admin and everyone_by_default else principal.name
+    if wanted == principal.name:
+        return wanted
+    if not admin:
+        raise BodhiAPIError(403, "Only an admin may see other users' records",
+                            code="insufficient_scope", param="user")
+    return None if wanted == "*" else wanted
 
 
 @contextmanager
@@ -133,6 +186,14 @@ class BodhiHandler(APIHandler):
     @property
     def owner(self) -> str:
         return self.principal.name
+
+    def page(self) -> Page:
+        return Page(self.get_query_argument("page", None),
+                    self.get_query_argument("page_size", None))
+
+    def visible_owner(self, everyone_by_default: bool = False) -> str | None:
+        return visible_owner(self.principal, self.get_query_argument("user", None),
+                             everyone_by_default)
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

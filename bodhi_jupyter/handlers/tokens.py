@@ -22,8 +22,6 @@ from .base import BodhiHandler, requires
 
 MAX_NAME = 255
 MAX_EXPIRES_IN = 10 * 365 * 86400  # longer than this: leave expires_in out (never expires)
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
 CREATE_FIELDS = ("name", "scope", "scopes", "expires_in", "models")
 UPDATE_FIELDS = ("name", "status")
 
@@ -123,33 +121,6 @@ def parse_token_update(body: dict) -> dict:
     return changes
 
 
-def parse_page(page: str | None, page_size: str | None) -> tuple[int, int]:
-    def number(value, name, default, hi):
-        if value is None:
-            return default
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if not 1 <= n <= hi:
-            raise invalid(f"'{name}' must be a whole number between 1 and {hi}", param=name)
-        return n
-
-    return (number(page, "page", 1, 10**9),
-            number(page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE))
-
-
-def list_owner(principal: Principal, user: str | None) -> str | None:
-    """Whose tokens a listing shows: the caller's own; anyone's (``*``: everyone's) for an
-    admin."""
-    if user is None or user == principal.name:
-        return principal.name
-    if not principal.can("admin"):
-        raise BodhiAPIError(403, "Only an admin may list other users' tokens",
-                            code="insufficient_scope", param="user")
-    return None if user == "*" else user
-
-
 def visible_token(store: TokenStore, principal: Principal, token_id: str) -> TokenInfo:
     """The token, if the caller owns it or is an admin; otherwise as if it did not exist."""
     info = store.get(token_id)
@@ -167,13 +138,9 @@ class TokensHandler(BodhiHandler):
     @web.authenticated
     @requires("read", login_only=True)
     async def get(self):
-        page, page_size = parse_page(self.get_query_argument("page", None),
-                                     self.get_query_argument("page_size", None))
-        owner = list_owner(self.principal, self.get_query_argument("user", None))
-        tokens = self.bodhi.tokens.list(owner)
-        start = (page - 1) * page_size
-        self.finish({"data": [token_json(t) for t in tokens[start:start + page_size]],
-                     "total": len(tokens), "page": page, "page_size": page_size})
+        page = self.page()
+        tokens = self.bodhi.tokens.list(self.visible_owner())
+        self.finish(page.of([token_json(t) for t in tokens]))
 
     @web.authenticated
     @requires("write", login_only=True)

@@ -9,13 +9,8 @@ import pytest
 from bodhi_jupyter.auth.principal import Principal
 from bodhi_jupyter.auth.tokens import TokenStore
 from bodhi_jupyter.errors import BodhiAPIError
-from bodhi_jupyter.handlers.tokens import (
-    list_owner,
-    parse_new_token,
-    parse_page,
-    parse_token_update,
-    visible_token,
-)
+from bodhi_jupyter.handlers.base import Page, visible_owner
+from bodhi_jupyter.handlers.tokens import parse_new_token, parse_token_update, visible_token
 from bodhi_jupyter.models.registry import ModelNotFound
 from bodhi_jupyter.store.database import Database
 
@@ -130,11 +125,11 @@ def test_update_and_page_requests():
         err = error(parse_token_update, body)
         assert (err.status, err.param) == (400, param), body
 
-    assert parse_page(None, None) == (1, 50)
-    assert parse_page("3", "200") == (3, 200)
+    assert (Page().page, Page().page_size) == (1, 50)
+    assert (Page("3", "200").page, Page("3", "200").page_size) == (3, 200)
     for page, size, param in [("0", None, "page"), ("x", None, "page"), (None, "201",
                               "page_size"), (None, "0", "page_size"), ("1.5", None, "page")]:
-        assert error(parse_page, page, size).param == param
+        assert error(Page, page, size).param == param
 
 
 def test_who_sees_which_tokens(store):
@@ -147,7 +142,9 @@ def test_who_sees_which_tokens(store):
         theirs.id, "no-such-id")
     assert visible_token(store, ADMIN, theirs.id) == theirs
 
-    assert list_owner(USER, None) == list_owner(USER, "alice") == "alice"
-    assert error(list_owner, USER, "bob").code == "insufficient_scope"
-    assert error(list_owner, USER, "*").status == 403
-    assert list_owner(ADMIN, "bob") == "bob" and list_owner(ADMIN, "*") is None
+    assert visible_owner(USER, None) == visible_owner(USER, "alice") == "alice"
+    assert error(visible_owner, USER, "bob").code == "insufficient_scope"
+    assert error(visible_owner, USER, "*").status == 403
+    assert visible_owner(ADMIN, "bob") == "bob" and visible_owner(ADMIN, "*") is None
+    assert visible_owner(ADMIN, None) == "root"  # an admin's own, unless asked for more
+    assert visible_owner(ADMIN, None, everyone_by_default=True) is None

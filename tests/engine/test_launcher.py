@@ -84,6 +84,20 @@ def test_version_line(tmp_path, path_dir):
         "version: 1 (fake)"
 
 
+def test_describe_asks_the_binary_once_and_survives_a_missing_one(tmp_path, path_dir):
+    calls = tmp_path / "calls"
+    binary = tmp_path / "llama-server"
+    binary.write_text(f"#!/bin/sh\necho x >> '{calls}'\necho 'version: 2 (counted)'\n")
+    binary.chmod(0o755)
+    launcher = LlamaServerLauncher(llama_server_path=str(binary))
+    assert launcher.describe() == ((str(binary),), "version: 2 (counted)")
+    assert launcher.describe() == ((str(binary),), "version: 2 (counted)")
+    assert calls.read_text().count("x") == 1
+    missing = LlamaServerLauncher(llama_server_path=str(tmp_path / "nope"))
+    command, version = missing.describe()
+    assert command == (str(tmp_path / "nope"),) and version.startswith("unavailable:")
+
+
 # -- command line --------------------------------------------------------------------------
 
 def model(**server) -> ResolvedModel:
