@@ -53,6 +53,17 @@ def _isolated_hf_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def database(tmp_path):
+    """A migrated SQLite database of our own, for tests that need no server."""
+    from bodhi_jupyter.store.database import Database
+
+    db = Database(url=f"sqlite:///{tmp_path / 'bodhi.sqlite'}")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
 def bodhi_config() -> dict:
     """Extra traitlets config for the extension; tests update it before the server starts."""
     return {}

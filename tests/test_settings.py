@@ -37,13 +37,6 @@ class ModelDiscovery(LoggingConfigurable):
 ModelDiscovery.__module__ = "bodhi_jupyter.fake"
 
 
-@pytest.fixture
-def database(tmp_path):
-    db = Database(url=f"sqlite:///{tmp_path / 'bodhi.sqlite'}")
-    db.upgrade()
-    yield db
-    db.dispose()
-
 
 def runtime(database, config: Config, cli: Config, environ=None, db_url="sqlite://"):
     sup = EngineSupervisor(config=config)

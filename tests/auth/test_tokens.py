@@ -12,15 +12,11 @@ from bodhi_jupyter.errors import BodhiAPIError
 from bodhi_jupyter.handlers.base import Page, visible_owner
 from bodhi_jupyter.handlers.tokens import parse_new_token, parse_token_update, visible_token
 from bodhi_jupyter.models.registry import ModelNotFound
-from bodhi_jupyter.store.database import Database
 
 
 @pytest.fixture
-def store(tmp_path):
-    db = Database(url=f"sqlite:///{tmp_path / 'bodhi.sqlite'}")
-    db.upgrade()
-    yield TokenStore(db)
-    db.dispose()
+def store(database):
+    return TokenStore(database)
 
 
 def error(fn, *args) -> BodhiAPIError:

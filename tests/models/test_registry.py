@@ -15,19 +15,11 @@ from bodhi_jupyter.models.registry import (
     ServerOptions,
     apply_request_defaults,
 )
-from bodhi_jupyter.store.database import Database
 from bodhi_jupyter.store.orm import ModelAlias
 
 DEMO = "smollm2-135m-instruct"
 DEMO_PROMPT = "You are a helpful assistant."
 
-
-@pytest.fixture
-def database(tmp_path):
-    db = Database(url=f"sqlite:///{tmp_path / 'bodhi.sqlite'}")
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 @pytest.fixture
