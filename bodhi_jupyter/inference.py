@@ -1,20 +1,51 @@
-"""Checking an OpenAI-style request before any engine is touched, and shaping what is sent
-upstream. A request rejected here starts nothing and stores nothing."""
+"""Checking a request before any engine is touched, and shaping what is sent upstream. A
+request rejected here starts nothing and stores nothing.
+
+The shape of each request is its JSON Schema in :mod:`.schemas` (the same one the OpenAPI
+document publishes); this module adds what depends on the model: images need a vision
+projector, embeddings ``dimensions`` must be the model's own size, and an alias's request
+defaults are filled in under each API's own field names.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
-from .errors import BodhiAPIError, invalid
-from .models.registry import ModelNotFound, ModelRegistry, ResolvedModel, apply_request_defaults
+from .errors import invalid
+from .jsonbody import parse_json_object
+from .models.gguf_meta import GGUFError, embedding_length
+from .models.registry import ModelRegistry, ResolvedModel, apply_request_defaults
+from .schemas import validate
 
 ENDPOINTS = {
     "chat": "/v1/chat/completions",
     "completions": "/v1/completions",
     "embeddings": "/v1/embeddings",
+    "responses": "/v1/responses",
+    "messages": "/v1/messages",
+    "count_tokens": "/v1/messages/count_tokens",
 }
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+#: content parts that the engine can only take with a multimodal projector (mmproj)
+_MEDIA_PARTS = {
+    "chat": ("messages", {"image_url": "images", "input_audio": "audio"}),
+    "responses": ("input", {"input_image": "images", "input_audio": "audio"}),
+    "messages": ("messages", {"image": "images"}),
+    "count_tokens": ("messages", {"image": "images"}),
+}
+
+#: an alias's request defaults (written in chat-completion terms) under the names of the
+#: Responses and Messages APIs; ``system_prompt`` goes to their own system field
+_DEFAULT_NAMES = {
+    "responses": {"max_tokens": "max_output_tokens", "temperature": "temperature",
+                  "top_p": "top_p"},
+    "messages": {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
+                 "top_k": "top_k", "stop": "stop_sequences"},
+    "count_tokens": {},
+}
+_SYSTEM_FIELD = {"responses": "instructions", "messages": "system", "count_tokens": "system"}
 
 
 @dataclass
@@ -33,61 +64,40 @@ class PreparedRequest:
         return self.endpoint == "embeddings"
 
 
-def parse_json_object(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BodhiAPIError(400, f"The request body is not valid JSON: {e}",
-                            code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BodhiAPIError(400, "The request body must be a JSON object", code="invalid_json")
-    return body
+def media_part(endpoint: str, body: dict) -> tuple[str, str] | None:
+    """(JSON path, what) of the first image or audio part of a request, if any."""
+    field, kinds = _MEDIA_PARTS.get(endpoint, (None, {}))
+    items = body.get(field) if field else None
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                kind = kinds.get(part.get("type")) if isinstance(part, dict) else None
+                if kind:
+                    return f"{field}[{i}].content[{j}]", kind
+    return None
 
 
-def _check_number(body: dict, name: str, lo: float | None = None, hi: float | None = None,
-                  integer: bool = False) -> None:
-    if name not in body or body[name] is None:
-        return
-    value = body[name]
-    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        kind = "an integer" if integer else "a number"
-        bounds = f" between {lo} and {hi}" if hi is not None else (
-            f" >= {lo}" if lo is not None else "")
-        raise invalid(f"'{name}' must be {kind}{bounds}", param=name)
-
-
-def _check_messages(messages) -> None:
-    if messages is None:
-        raise invalid("'messages' is required", param="messages", code="missing_required_field")
-    if not isinstance(messages, list) or not messages:
-        raise invalid("'messages' must be a non-empty array", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise invalid(f"messages[{i}] must be an object with a 'role'",
-                          param=f"messages[{i}]")
-        if m["role"] not in _ROLES:
-            raise invalid(f"messages[{i}].role must be one of {sorted(_ROLES)}",
-                          param=f"messages[{i}].role")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise invalid(f"messages[{i}].content must be a string or an array",
-                          param=f"messages[{i}].content")
-
-
-def _check_text_input(body: dict, name: str) -> None:
-    value = body.get(name)
-    if value is None:
-        raise invalid(f"'{name}' is required", param=name, code="missing_required_field")
-    if isinstance(value, str):
-        return
-    if isinstance(value, list) and value and all(
-            isinstance(v, (str, int)) or (isinstance(v, list) and all(isinstance(t, int)
-                                                                       for t in v))
-            for v in value):
-        return
-    raise invalid(f"'{name}' must be a string or a non-empty array of strings or tokens",
-                  param=name)
+def with_defaults(endpoint: str, body: dict, defaults: dict) -> dict:
+    """Fill in what the request left out from the model's request defaults."""
+    if endpoint not in _DEFAULT_NAMES:
+        return apply_request_defaults(endpoint, body, defaults)
+    out = dict(body)
+    for key, value in defaults.items():
+        target = _DEFAULT_NAMES[endpoint].get(key)
+        if target is not None:
+            out.setdefault(target, [value] if target == "stop_sequences"
+                           and isinstance(value, str) else value)
+    prompt = defaults.get("system_prompt")
+    field = _SYSTEM_FIELD[endpoint]
+    has_system = bool(out.get(field)) or any(
+        isinstance(m, dict) and m.get("role") in ("system", "developer")
+        for m in (out.get("input") if isinstance(out.get("input"), list) else []))
+    if prompt and not has_system:
+        out[field] = prompt
+    return out
 
 
 class InferenceGateway:
@@ -96,37 +106,37 @@ class InferenceGateway:
     def __init__(self, registry: ModelRegistry):
         self.registry = registry
 
-    def prepare(self, endpoint: str, raw: bytes) -> PreparedRequest:
+    async def prepare(self, endpoint: str, raw: bytes) -> PreparedRequest:
         body = parse_json_object(raw)
-        model_name = body.get("model")
-        if model_name is None:
-            raise invalid("'model' is required", param="model", code="missing_required_field")
-        if not isinstance(model_name, str) or not model_name:
-            raise invalid("'model' must be a non-empty string", param="model")
-        if endpoint == "chat":
-            _check_messages(body.get("messages"))
-        elif endpoint == "completions":
-            _check_text_input(body, "prompt")
-        else:
-            _check_text_input(body, "input")
-        stream = body.get("stream", False)
-        if stream is not None and not isinstance(stream, bool):
-            raise invalid("'stream' must be a boolean", param="stream")
-        if endpoint == "embeddings" and stream:
-            raise invalid("embeddings cannot be streamed", param="stream")
-        for name in ("max_tokens", "max_completion_tokens", "n_predict"):
-            _check_number(body, name, lo=1 if name != "n_predict" else -1, integer=True)
-        _check_number(body, "temperature", 0, 2)
-        _check_number(body, "top_p", 0, 1)
-        _check_number(body, "n", 1, 1, integer=True)
-        stop = body.get("stop")
-        if stop is not None and not (isinstance(stop, str) or (
-                isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
-            raise invalid("'stop' must be a string or an array of strings", param="stop")
-        try:
-            model = self.registry.resolve(model_name)
-        except ModelNotFound as e:
-            raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
-        body = apply_request_defaults(endpoint, body, model.request_defaults)
+        validate(endpoint, body)
+        model = self.registry.resolve(body["model"])  # ModelNotFound: a 404
+        media = media_part(endpoint, body)
+        if media is not None and not model.server.mmproj:
+            where, kind = media
+            raise invalid(f"The model '{model.id}' takes text only: {kind} need a "
+                          "multimodal projector (an alias with the server option 'mmproj')",
+                          param=where, code="unsupported_content")
+        if endpoint == "embeddings" and body.get("dimensions") is not None:
+            await self._check_dimensions(model, body["dimensions"])
+        body = with_defaults(endpoint, body, model.request_defaults)
         body["model"] = model.id
-        return PreparedRequest(endpoint, model, json.dumps(body).encode(), bool(stream))
+        return PreparedRequest(endpoint, model, json.dumps(body).encode(),
+                               body.get("stream") is True)
+
+    @staticmethod
+    async def _check_dimensions(model: ResolvedModel, wanted: int) -> None:
+        """llama.cpp returns the model's full vector and cannot shorten it. Truncating and
+        renormalising is only right for models trained for it (Matryoshka), which the
+        file does not say, so any other size is refused rather than faked."""
+        try:
+            size = await asyncio.to_thread(embedding_length, model.path)
+        except (OSError, GGUFError):
+            size = None
+        if size is None:
+            raise invalid(f"'dimensions' cannot be checked for '{model.id}' (its file does "
+                          "not state an embedding size); leave it out", param="dimensions")
+        if wanted != size:
+            raise invalid(f"'dimensions' must be {size}, the embedding size of "
+                          f"'{model.id}' (llama.cpp cannot shorten embeddings); leave it "
+                          f"out or send {size}",
+                          param="dimensions")

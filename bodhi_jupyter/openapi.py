@@ -1,13 +1,15 @@
 """The OpenAPI 3.1 description of every bodhi endpoint, served at ``bodhi/openapi.json``.
 
-Written by hand next to the handlers (a test fails when a route and this document disagree)
-because the handlers validate requests themselves; the schemas here describe what they
-accept and answer, including the error shape every failure has.
+Written by hand next to the handlers (a test fails when a route and this document
+disagree). The inference request schemas are not written here: they are the very dicts
+that validate requests (:mod:`.schemas`); the rest describe what the handlers accept and
+answer, including the error shape every failure has.
 """
 
 from __future__ import annotations
 
 from . import __version__
+from .schemas import REQUEST_SCHEMAS
 
 
 def _ref(name: str) -> dict:
@@ -19,12 +21,17 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 
 ERROR = _json(_ref("Error"), "Error")
+ANTHROPIC_ERROR = _json(_ref("AnthropicError"), "Error, in Anthropic's shape")
 _COMMON_ERRORS = {"401": ERROR, "403": ERROR, "429": ERROR}
+
+_OPENAI_STREAM = ("one server-sent event: `data: <JSON chunk>`; the last is `data: [DONE]`, "
+                  "or `data: {\"error\": ...}` when the engine fails mid-stream")
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
-        tag: str = "openai", stream: bool = False) -> dict:
-    op = {"summary": summary, "tags": [tag], "responses": {**responses, **_COMMON_ERRORS}}
+        tag: str = "openai", stream: bool | str = False, errors: dict | None = None) -> dict:
+    op = {"summary": summary, "tags": [tag],
+          "responses": {**responses, **(errors or _COMMON_ERRORS)}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:
@@ -33,8 +40,7 @@ def _op(summary: str, responses: dict, *, body: dict | None = None, params: list
         ok = op["responses"]["200"]
         ok["content"]["text/event-stream"] = {"schema": {
             "type": "object", "required": ["data"],
-            "description": "one server-sent event: `data: <JSON chunk>`; the last is "
-            "`data: [DONE]`, or `data: {\"error\": ...}` when the engine fails mid-stream",
+            "description": stream if isinstance(stream, str) else _OPENAI_STREAM,
             "properties": {"data": {"type": "string"}, "event": {"type": "string"},
                            "id": {"type": "string"}}}}
     return op
@@ -65,27 +71,12 @@ def page_of(item: dict) -> dict:
                            "page_size": {"type": "integer", "minimum": 1}}}
 
 
-_MESSAGE = {"type": "object", "required": ["role"], "properties": {
-    "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
-    "content": {"type": ["string", "array", "null"]}}}
-_STOP = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-_SAMPLING = {
-    "stream": {"type": "boolean"},
-    "max_tokens": {"type": "integer", "minimum": 1},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-    "n": {"type": "integer", "minimum": 1, "maximum": 1},
-    "stop": _STOP,
-    "seed": {"type": "integer"},
-}
-_TEXT_INPUT = {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {
-    "oneOf": [{"type": "string"}, {"type": "integer"},
-              {"type": "array", "items": {"type": "integer"}}]}}]}
 _USAGE = {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
                                            "completion_tokens": {"type": "integer"},
                                            "total_tokens": {"type": "integer"}}}
 
 SCHEMAS: dict[str, dict] = {
+    **REQUEST_SCHEMAS,
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["message", "type", "code", "param"], "properties": {
             "message": {"type": "string"}, "type": {"type": "string"},
@@ -95,39 +86,70 @@ SCHEMAS: dict[str, dict] = {
                              "created": {"type": "integer"}, "owned_by": {"type": "string"}}},
     "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
         "object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}},
-    "ChatCompletionRequest": {
-        "type": "object", "required": ["model", "messages"],
-        "properties": {"model": {"type": "string", "minLength": 1},
-                       "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-                       **_SAMPLING}},
     "ChatCompletion": {"type": "object", "required": ["object", "choices", "model"],
                        "properties": {"id": {"type": "string"},
                                       "object": {"const": "chat.completion"},
                                       "model": {"type": "string"},
                                       "choices": {"type": "array"}, "usage": _USAGE}},
-    "CompletionRequest": {
-        "type": "object", "required": ["model", "prompt"],
-        "properties": {"model": {"type": "string", "minLength": 1}, "prompt": _TEXT_INPUT,
-                       **_SAMPLING}},
     "Completion": {"type": "object", "required": ["object", "choices", "model"],
                    "properties": {"id": {"type": "string"},
                                   "object": {"const": "text_completion"},
                                   "model": {"type": "string"},
                                   "choices": {"type": "array"}, "usage": _USAGE}},
-    "EmbeddingRequest": {
-        "type": "object", "required": ["model", "input"],
-        "properties": {"model": {"type": "string", "minLength": 1}, "input": _TEXT_INPUT,
-                       "encoding_format": {"enum": ["float"]}}},
     "EmbeddingList": {"type": "object", "required": ["object", "data", "model"], "properties": {
         "object": {"const": "list"}, "model": {"type": "string"}, "usage": _USAGE,
         "data": {"type": "array", "items": {"type": "object", "required": ["embedding", "index"],
                                             "properties": {
-                                                "embedding": {"type": "array",
-                                                              "items": {"type": "number"}},
+                                                "embedding": {"anyOf": [
+                                                    {"type": "array",
+                                                     "items": {"type": "number"}},
+                                                    {"type": "string",
+                                                     "description": "base64 float32s"}]},
                                                 "index": {"type": "integer"}}}}}},
 }
 
+_INPUT_OUTPUT_USAGE = {"type": "object", "properties": {
+    "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}}
+SCHEMAS.update({
+    "AnthropicError": {"type": "object", "required": ["type", "error"], "properties": {
+        "type": {"const": "error"},
+        "error": {"type": "object", "required": ["type", "message"], "properties": {
+            "type": {"enum": ["invalid_request_error", "authentication_error",
+                              "permission_error", "not_found_error", "request_too_large",
+                              "rate_limit_error", "api_error", "overloaded_error"]},
+            "message": {"type": "string"}}}}},
+    "Response": {"type": "object", "required": ["object", "output"], "properties": {
+        "id": {"type": "string"}, "object": {"const": "response"},
+        "status": {"type": "string"}, "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "usage": {**_INPUT_OUTPUT_USAGE, "properties": {
+            **_INPUT_OUTPUT_USAGE["properties"], "total_tokens": {"type": "integer"}}}}},
+    "Message": {"type": "object", "required": ["type", "role", "content"], "properties": {
+        "id": {"type": "string"}, "type": {"const": "message"},
+        "role": {"const": "assistant"}, "model": {"type": "string"},
+        "content": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+        "stop_reason": {"type": ["string", "null"]},
+        "stop_sequence": {"type": ["string", "null"]}, "usage": _INPUT_OUTPUT_USAGE}},
+    "TokenCount": {"type": "object", "required": ["input_tokens"], "properties": {
+        "input_tokens": {"type": "integer", "minimum": 0}}},
+})
+
 _INFERENCE_ERRORS = {"400": ERROR, "404": ERROR, "502": ERROR, "503": ERROR}
+_ANTHROPIC_ERRORS = {code: ANTHROPIC_ERROR for code in ("400", "401", "403", "404", "429",
+                                                        "502", "503")}
+_RESPONSES_STREAM = ("one server-sent event: `event: <type>` and `data: <JSON>` whose "
+                     "`type` is the same: response.created, response.in_progress, "
+                     "response.output_item.added, response.content_part.added, "
+                     "response.output_text.delta (`delta`), response.output_text.done, "
+                     "response.content_part.done, response.output_item.done, and last "
+                     "response.completed (the whole response, with `usage`); `data: "
+                     "{\"error\": ...}` when the engine fails mid-stream")
+_MESSAGES_STREAM = ("one server-sent event: `event: <type>` and `data: <JSON>` whose "
+                    "`type` is the same: message_start (`message.usage.input_tokens`), "
+                    "content_block_start, content_block_delta (`delta.text`), "
+                    "content_block_stop, message_delta (`usage.output_tokens`, "
+                    "`delta.stop_reason`), message_stop; `event: error` with an "
+                    "AnthropicError when the engine fails mid-stream")
 
 PATHS: dict[str, dict] = {
     "/v1/models": {"get": _op("List models (aliases and discovered files)",
@@ -147,6 +169,19 @@ PATHS: dict[str, dict] = {
         "Embeddings, from an engine started with --embedding",
         {"200": _json(_ref("EmbeddingList")), **_INFERENCE_ERRORS},
         body=_ref("EmbeddingRequest"))},
+    "/v1/responses": {"post": _op(
+        "OpenAI Responses API (stateless); streams typed events with \"stream\": true",
+        {"200": _json(_ref("Response")), **_INFERENCE_ERRORS},
+        body=_ref("ResponseRequest"), stream=_RESPONSES_STREAM)},
+    "/v1/messages": {"post": _op(
+        "Anthropic Messages API (key in x-api-key or Authorization); streams typed events "
+        "with \"stream\": true; errors in Anthropic's shape",
+        {"200": _json(_ref("Message"))}, body=_ref("MessageRequest"),
+        stream=_MESSAGES_STREAM, tag="anthropic", errors=_ANTHROPIC_ERRORS)},
+    "/v1/messages/count_tokens": {"post": _op(
+        "Anthropic token count of a Messages request (the model's own template)",
+        {"200": _json(_ref("TokenCount"))}, body=_ref("CountTokensRequest"),
+        tag="anthropic", errors=_ANTHROPIC_ERRORS)},
     "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
                                  tag="meta")},
 }

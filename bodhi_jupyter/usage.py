@@ -44,13 +44,25 @@ class UsageEntry:
 
 # -- token counts from engine replies --------------------------------------------------------
 def _counts(obj) -> tuple[int, int] | None:
-    """(prompt, completion) from an OpenAI ``usage`` or a llama-server ``timings`` object."""
+    """(prompt, completion) from a ``usage`` object (OpenAI's ``prompt_tokens``, or the
+    ``input_tokens`` of the Responses and Anthropic APIs, nested in ``response`` on a
+    Responses stream's last event) or from llama-server's ``timings``."""
     if not isinstance(obj, dict):
         return None
     usage = obj.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        completion = usage.get("completion_tokens")
-        return usage["prompt_tokens"], completion if isinstance(completion, int) else 0
+    if not isinstance(usage, dict) and isinstance(obj.get("response"), dict):
+        usage = obj["response"].get("usage")
+    if isinstance(usage, dict):
+        if isinstance(usage.get("prompt_tokens"), int):
+            completion = usage.get("completion_tokens")
+            return usage["prompt_tokens"], completion if isinstance(completion, int) else 0
+        if isinstance(usage.get("input_tokens"), int):
+            # Anthropic counts prompt-cache hits apart; the Responses API includes them
+            prompt = sum(v for k in ("input_tokens", "cache_read_input_tokens",
+                                     "cache_creation_input_tokens")
+                         if isinstance(v := usage.get(k), int))
+            output = usage.get("output_tokens")
+            return prompt, output if isinstance(output, int) else 0
     timings = obj.get("timings")
     if isinstance(timings, dict) and isinstance(timings.get("predicted_n"), int):
         prompt = sum(v for k in ("cache_n", "prompt_n")
@@ -82,30 +94,54 @@ def counts_from_body(body: bytes) -> tuple[int, int]:
         return 0, 0
 
 
+def _events(chunks: Iterable[bytes]) -> list[dict]:
+    """The JSON objects of the ``data:`` lines of server-sent events (``event:`` lines and
+    pieces that do not parse, such as an event cut at the start, are skipped)."""
+    out = []
+    for event in b"".join(chunks).decode("utf-8", "replace").split("\n\n"):
+        data = "".join(line[5:].strip() for line in event.strip().splitlines()
+                       if line.startswith("data:"))
+        if data.startswith("{"):
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
 def counts_from_stream_tail(chunks: Iterable[bytes]) -> tuple[int, int]:
     """Token counts from the last pieces of an event stream: the last event that carries
-    ``usage`` (sent when ``stream_options.include_usage`` is set) or llama-server's
-    ``timings`` (on its final chunk)."""
-    text = b"".join(chunks).decode("utf-8", "replace")
+    ``usage`` (chat with ``stream_options.include_usage``; the Responses API's
+    ``response.completed``) or llama-server's ``timings`` (on its final chunk)."""
     best = None
-    for event in reversed(text.split("\n\n")):
-        data = event.strip()
-        if not data.startswith("data:"):
-            continue
-        data = data[5:].strip()
-        if not data.startswith("{"):
-            continue
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            continue  # the first piece kept may start mid-event
-        if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+    for obj in reversed(_events(chunks)):
+        if isinstance(obj.get("usage"), dict) or isinstance(obj.get("response"), dict):
             found = _counts(obj)
             if found:
                 return found
         if best is None:
             best = _counts(obj)
     return best or (0, 0)
+
+
+def counts_from_anthropic_stream(head: Iterable[bytes],
+                                 tail: Iterable[bytes]) -> tuple[int, int]:
+    """An Anthropic Messages stream states its input tokens in ``message_start`` (the
+    first event) and its output tokens in ``message_delta`` (near the end)."""
+    prompt = completion = 0
+    for obj in _events(head):
+        if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):
+            prompt, completion = _counts(obj["message"]) or (0, 0)
+    for obj in _events(tail):
+        usage = obj.get("usage") if obj.get("type") == "message_delta" else None
+        if isinstance(usage, dict):
+            if isinstance(usage.get("output_tokens"), int):
+                completion = usage["output_tokens"]
+            if isinstance(usage.get("input_tokens"), int):  # newer streams repeat it
+                prompt = max(prompt, (_counts(obj) or (0, 0))[0])
+    return prompt, completion
 
 
 # -- recording -------------------------------------------------------------------------------

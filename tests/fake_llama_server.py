@@ -11,12 +11,18 @@ way llama-server shapes them:
     POST /v1/chat/completions non-streaming or SSE ("stream": true)
     POST /v1/completions      non-streaming or SSE
     POST /v1/embeddings       501 unless --embedding; deterministic vectors
+    POST /v1/responses        OpenAI Responses API, plain or typed SSE events
+    POST /v1/messages         Anthropic Messages API, plain or typed SSE events
+    POST /v1/messages/count_tokens  {"input_tokens": N}
     GET  /props, /slots       context size and slot count
     GET  /metrics             Prometheus text with --metrics, else 501
 
 The reply text is "fake reply 1 2 3 ...": one word per token / stream chunk,
 ``max_tokens`` (or ``max_completion_tokens`` / ``n_predict``) of them, 5 by
-default. With ``--api-key KEY`` every path but /health needs
+default. A chat request with ``tools`` (and ``tool_choice`` not "none") is answered
+with a call of the first tool, ``{"n": 1}`` as its arguments, streamed as
+``tool_calls`` deltas (id and name first, then the arguments in two pieces).
+With ``--api-key KEY`` every path but /health needs
 ``Authorization: Bearer KEY`` (else 401, as llama-server).
 
 Per-request fault directives, found anywhere in the text of the last user
@@ -29,6 +35,8 @@ message (chat), the prompt (completions) or the input (embeddings):
     [status=CODE]    reply with HTTP status CODE and an error JSON whose
                      message is "fake error CODE"
     [chunks=N]       number of tokens / stream chunks (overrides max_tokens)
+    [parse-error]    reply 500 with the message llama-server gives a request it
+                     cannot parse ("Failed to parse messages: [json.exception...")
 
 Process-level fault flags:
 
@@ -38,6 +46,8 @@ Process-level fault flags:
     --fake-embedding-dim N   embedding size (default 8)
     --fake-ignore-sigterm    log SIGTERM and keep serving (like a llama-server
                              stuck with a stream open); SIGKILL still works
+    --fake-record FILE       append every POST body as a JSON line
+                             {"path", "body"} to FILE
 
 A client that disconnects mid-stream is noticed at the next write: generation
 stops and "fake-llama-server: client disconnected" goes to stderr.
@@ -58,6 +68,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "fake-llama-server:"
 DIRECTIVE_RE = re.compile(r"\[(delay|crash-after|status|chunks)=([^\]\s]+)\]")
+PARSE_ERROR = ("Failed to parse messages: [json.exception.type_error.302] type must be "
+               "string, but is number")  # llama-server's words, measured
 PUBLIC_PATHS = frozenset(("/health", "/v1/health"))
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -122,6 +134,7 @@ def parse_args(argv=None):
     p.add_argument("--fake-exit-on-start", type=int, default=None, metavar="CODE")
     p.add_argument("--fake-embedding-dim", type=int, default=8, metavar="N")
     p.add_argument("--fake-ignore-sigterm", action="store_true")
+    p.add_argument("--fake-record", default=None, metavar="FILE")
     args, unknown = p.parse_known_args(argv)
     return args, unknown
 
@@ -144,6 +157,13 @@ def content_text(content):
     if isinstance(content, list):
         return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
     return "" if content is None else str(content)
+
+
+def responses_text(content):
+    """Text of a Responses API input item's content: a string or input_text parts."""
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 def prompt_text(prompt):
@@ -257,6 +277,9 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(400, f"invalid JSON body: {e}")
+        if self.server.cfg.fake_record:
+            with self.server.record_lock, open(self.server.cfg.fake_record, "a") as f:
+                f.write(json.dumps({"path": self.path_only, "body": body}) + "\n")
         if not isinstance(body, dict):
             raise RequestError(400, "request body must be a JSON object")
         return body
@@ -293,6 +316,9 @@ class Handler(BaseHTTPRequestHandler):
         ("POST", "/v1/chat/completions"): "chat", ("POST", "/chat/completions"): "chat",
         ("POST", "/v1/completions"): "completions", ("POST", "/completions"): "completions",
         ("POST", "/v1/embeddings"): "embeddings", ("POST", "/embeddings"): "embeddings",
+        ("POST", "/v1/responses"): "responses",
+        ("POST", "/v1/messages"): "messages",
+        ("POST", "/v1/messages/count_tokens"): "count_tokens",
         ("GET", "/props"): "props", ("GET", "/slots"): "slots",
         ("GET", "/metrics"): "metrics",
     }
@@ -408,9 +434,120 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- generation ---------------------------------------------------------
 
+    def h_responses(self):
+        body = self.json_body()
+        inp = body.get("input")
+        if inp is None:
+            raise RequestError(400, "'input' is required")
+        items = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp
+        if not isinstance(items, list):
+            raise RequestError(400, "'input' must be a string or array of objects")
+        texts = [responses_text(i.get("content")) for i in items if isinstance(i, dict)]
+        prompt_tokens = sum(count_tokens(t) for t in texts) + count_tokens(
+            body.get("instructions") or "")
+        self.typed_events(body, texts[-1] if texts else "", prompt_tokens, "responses",
+                          body.get("max_output_tokens"))
+
+    def h_messages(self):
+        body = self.json_body()
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(400, "'messages' must be a non-empty array")
+        texts = [content_text(m.get("content")) for m in messages if isinstance(m, dict)]
+        prompt_tokens = sum(count_tokens(t) for t in texts) + count_tokens(
+            content_text(body.get("system")))
+        self.typed_events(body, texts[-1] if texts else "", prompt_tokens, "messages",
+                          body.get("max_tokens"))
+
+    def h_count_tokens(self):
+        body = self.json_body()
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(400, "'messages' must be a non-empty array")
+        n = sum(count_tokens(content_text(m.get("content"))) for m in messages
+                if isinstance(m, dict)) + count_tokens(content_text(body.get("system")))
+        self.send_json(200, {"input_tokens": n})
+
+    def typed_events(self, body, text, prompt_tokens, api, max_tokens):
+        """The Responses and Messages APIs: one JSON reply, or SSE with ``event:`` lines
+        shaped as llama-server sends them."""
+        stream = bool(body.get("stream"))
+        d = self.apply_directives(text, stream)
+        if d is None:
+            return
+        n = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 5
+        tokens = reply_tokens(d.get("chunks", n))
+        out = "".join(tokens)
+        srv = self.server
+        srv.stats.add(requests=1, prompt_tokens=prompt_tokens, predicted_tokens=len(tokens))
+        rid, mid = "resp_" + os.urandom(8).hex(), "msg_" + os.urandom(8).hex()
+        if api == "responses":
+            usage = {"input_tokens": prompt_tokens, "output_tokens": len(tokens),
+                     "total_tokens": prompt_tokens + len(tokens)}
+            item = {"type": "message", "status": "completed", "id": mid, "role": "assistant",
+                    "content": [{"type": "output_text", "annotations": [], "text": out}]}
+            whole = {"id": rid, "object": "response", "created_at": int(time.time()),
+                     "status": "completed", "model": srv.model_id, "output": [item],
+                     "usage": usage}
+            first = [("response.created", {"response": {"id": rid, "object": "response",
+                                                        "status": "in_progress"}}),
+                     ("response.output_item.added", {"item": dict(item, content=[],
+                                                                  status="in_progress")})]
+            delta = ("response.output_text.delta", lambda t: {"item_id": mid, "delta": t})
+            last = [("response.output_text.done", {"item_id": mid, "text": out}),
+                    ("response.output_item.done", {"item": item}),
+                    ("response.completed", {"response": whole})]
+        else:
+            whole = {"id": mid, "type": "message", "role": "assistant",
+                     "content": [{"type": "text", "text": out}], "model": srv.model_id,
+                     "stop_reason": "end_turn", "stop_sequence": None,
+                     "usage": {"input_tokens": prompt_tokens, "output_tokens": len(tokens)}}
+            first = [("message_start", {"message": dict(
+                         whole, content=[], stop_reason=None,
+                         usage={"input_tokens": prompt_tokens, "output_tokens": 0})}),
+                     ("content_block_start", {"index": 0, "content_block": {
+                         "type": "text", "text": ""}})]
+            delta = ("content_block_delta", lambda t: {"index": 0, "delta": {
+                "type": "text_delta", "text": t}})
+            last = [("content_block_stop", {"index": 0}),
+                    ("message_delta", {"delta": {"stop_reason": "end_turn",
+                                                 "stop_sequence": None},
+                                       "usage": {"output_tokens": len(tokens)}}),
+                    ("message_stop", {})]
+        if not stream:
+            self.send_json(200, whole)
+            return
+
+        def event(kind, data):
+            payload = (f"event: {kind}\ndata: ".encode()
+                       + json.dumps(dict(type=kind, **data), separators=(",", ":")).encode()
+                       + b"\n\n")
+            return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+        self.log_request(200)
+        try:
+            self._raw_write(self._head(200, "text/event-stream", (
+                "Cache-Control: no-cache", "Transfer-Encoding: chunked")) + b"\r\n")
+            for kind, data in first:
+                self._raw_write(event(kind, data))
+            for i, tok in enumerate(tokens):
+                if "crash-after" in d and i >= d["crash-after"]:
+                    log(f"crash-after directive: exiting after {i} chunks")
+                    os._exit(1)
+                if d.get("delay"):
+                    time.sleep(d["delay"])
+                self._raw_write(event(delta[0], delta[1](tok)))
+            self._raw_write(b"".join(event(k, v) for k, v in last) + b"0\r\n\r\n")
+        except ClientGone:
+            log("client disconnected")
+            raise
+
     def apply_directives(self, text, stream):
         """Handle status / non-streaming delay and crash. Returns the directives,
         or None when a reply has already been sent."""
+        if "[parse-error]" in (text or ""):
+            self.send_error_json(500, PARSE_ERROR, "server_error")
+            return None
         d = directives(text)
         if not stream:
             if d.get("delay"):
@@ -447,6 +584,21 @@ class Handler(BaseHTTPRequestHandler):
                  "total_tokens": prompt_tokens + len(tokens)}
         srv.stats.add(requests=1, prompt_tokens=prompt_tokens)
 
+        tools = body.get("tools") if chat else None
+        tool = None
+        if isinstance(tools, list) and tools and body.get("tool_choice") != "none":
+            first_tool = tools[0] if isinstance(tools[0], dict) else {}
+            name = (first_tool.get("function") or {}).get("name", "tool")
+            tool = {"id": "call_fake_1", "type": "function",
+                    "function": {"name": name, "arguments": '{"n": 1}'}}
+        if not stream and tool is not None:
+            self.send_json(200, {
+                "id": cid, "object": "chat.completion", "created": created,
+                "model": srv.model_id, "choices": [{
+                    "index": 0, "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "content": None, "tool_calls": [tool]}}],
+                "usage": dict(usage, completion_tokens=3, total_tokens=prompt_tokens + 3)})
+            return
         if not stream:
             content = "".join(tokens)
             if chat:
@@ -480,6 +632,23 @@ class Handler(BaseHTTPRequestHandler):
                     delta["content"] = tok
                 return {"index": 0, "delta": delta, "finish_reason": finish}
             return {"index": 0, "text": tok or "", "logprobs": None, "finish_reason": finish}
+
+        if tool is not None:  # the call's id and name first, then its arguments in pieces
+            fn = tool["function"]
+            deltas = [{"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": tool["id"], "type": "function",
+                 "function": {"name": fn["name"], "arguments": ""}}]}]
+            deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                       for piece in ('{"n"', ': 1}')]
+            self.log_request(200)
+            self._raw_write(self._head(200, "text/event-stream", (
+                "Cache-Control: no-cache", "Transfer-Encoding: chunked")) + b"\r\n")
+            for delta in deltas:
+                self._raw_write(event({"index": 0, "delta": delta, "finish_reason": None}))
+            payload = b"data: [DONE]\n\n"
+            self._raw_write(event({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
+                            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+            return
 
         delay = d.get("delay", 0.0)
         crash_after = d.get("crash-after")
@@ -560,6 +729,7 @@ def main(argv=None):
     httpd.model_id = cfg.alias or cfg.model or "fake-model"
     httpd.created = int(time.time())
     httpd.stats = Stats()
+    httpd.record_lock = threading.Lock()
     host, port = httpd.server_address[:2]
     log(f"listening on http://{cfg.host}:{port} (pid {os.getpid()})")
     try:

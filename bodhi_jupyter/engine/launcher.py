@@ -74,6 +74,8 @@ class LlamaServerLauncher(LoggingConfigurable):
             cmd += ["--chat-template-file", opts.chat_template_file]
         elif opts.chat_template:
             cmd += ["--chat-template", opts.chat_template]
+        if opts.mmproj:
+            cmd += ["--mmproj", opts.mmproj]
         cmd += [*self.extra_args, *opts.extra_args]
         return cmd
 

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-jinja", dest="jinja", action="store_false")
     a("--chat-template", metavar="NAME_OR_TEMPLATE")
     a("--chat-template-file", metavar="PATH")
+    a("-mm", "--mmproj", metavar="PATH", help="multimodal projector (images, audio)")
     a("--metrics", action="store_true", help="serve /metrics")
     a("--slots", dest="slots", action="store_true", default=None)
     a("--no-slots", dest="slots", action="store_false")
@@ -104,6 +105,8 @@ def build_params(args: argparse.Namespace):
         p.n_batch = args.batch_size
     if args.ubatch_size is not None:
         p.n_ubatch = args.ubatch_size
+    if args.mmproj:
+        p.mmproj.path = args.mmproj
     if args.metrics:
         p.endpoint_metrics = True
     if args.slots is not None:

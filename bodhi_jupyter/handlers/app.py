@@ -15,9 +15,8 @@ from tornado import web
 from .. import __version__
 from ..engine.process import EngineProcess, tail_lines
 from ..errors import BodhiAPIError, invalid
-from ..inference import parse_json_object
+from ..jsonbody import parse_json_object
 from ..metrics import CONTENT_TYPE
-from ..models.registry import ModelNotFound
 from ..usage import UsageQuery, parse_group_by, parse_time
 from .base import BodhiHandler, engine_errors_as_http, int_param, requires
 from .openai import check_model_allowed
@@ -120,10 +119,7 @@ class ProcessesHandler(AppHandler):
             raise invalid("'model' must be a non-empty string", param="model")
         if not isinstance(embedding, bool):
             raise invalid("'embedding' must be a boolean", param="embedding")
-        try:
-            model = self.bodhi.registry.resolve(name)
-        except ModelNotFound as e:
-            raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
+        model = self.bodhi.registry.resolve(name)
         check_model_allowed(self.principal, model.id)
         supervisor = self.bodhi.supervisor
         with engine_errors_as_http():

@@ -19,8 +19,7 @@ from ..auth.identity import owner_name
 from ..auth.principal import Principal
 from ..auth.scopes import ROLE_SCOPE, narrower
 from ..auth.tokens import looks_like_token
-from ..engine.supervisor import CapacityError, EngineUnavailable
-from ..errors import BodhiAPIError, error_type, invalid
+from ..errors import BodhiAPIError, as_http, error_type, invalid
 
 if TYPE_CHECKING:
     from ..app import BodhiApp
@@ -82,16 +81,21 @@ def visible_owner(principal: Principal, wanted: str | None,
 
 
 @contextmanager
-def engine_errors_as_http():
-    """The supervisor's refusals as HTTP: all busy at the cap 503, failing engine 502."""
+def domain_errors_as_http():
+    """Domain errors (unknown model, all engines busy at the cap, a failing engine) as
+    BodhiAPIError, by the one mapping in ``errors.as_http``. Handlers need it only where
+    they look at the status themselves; anything that escapes a handler is mapped the same
+    way by ``BodhiHandler.send_error``."""
     try:
         yield
-    except CapacityError as e:
-        raise BodhiAPIError(503, str(e), code="capacity_exceeded",
-                            headers={"Retry-After": "5"}) from None
-    except EngineUnavailable as e:
-        headers = {"Retry-After": str(int(e.retry_after) + 1)} if e.retry_after else {}
-        raise BodhiAPIError(502, str(e), code="engine_unavailable", headers=headers) from None
+    except Exception as e:
+        err = as_http(e)
+        if err is None or err is e:
+            raise
+        raise err from None
+
+
+engine_errors_as_http = domain_errors_as_http  # the name callers used before
 
 
 def requires(scope: str, *, login_only: bool = False):
@@ -136,10 +140,14 @@ class BodhiHandler(APIHandler):
 
     # -- authentication --------------------------------------------------------------------
     def bodhi_token(self) -> str | None:
-        """A bodhi API token in the Authorization header, if that is what the caller sent."""
+        """A bodhi API token in the Authorization header, or in ``x-api-key`` (where the
+        anthropic SDK puts its key), if that is what the caller sent."""
         scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
         value = value.strip()
         if scheme.lower() in ("bearer", "token") and looks_like_token(value):
+            return value
+        value = self.request.headers.get("X-Api-Key", "").strip()
+        if looks_like_token(value):
             return value
         return None
 
@@ -195,11 +203,14 @@ class BodhiHandler(APIHandler):
         return visible_owner(self.principal, self.get_query_argument("user", None),
                              everyone_by_default)
 
+    def error_body(self, err: BodhiAPIError) -> dict:
+        """The error JSON of this route's API family (OpenAI's unless overridden)."""
+        return err.body()
+
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, BodhiAPIError):
-            err = exc
-        else:
+        err = as_http(exc)
+        if err is None:
             message = getattr(exc, "log_message", None) or self._reason
             if status_code == 403 and not message:
                 message = "Forbidden"
@@ -209,19 +220,20 @@ class BodhiHandler(APIHandler):
         for name, value in err.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(err.body()))
+        self.finish(json.dumps(self.error_body(err)))
 
     def send_error(self, status_code: int = 500, **kwargs) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, BodhiAPIError):
-            status_code = exc.status
+        err = as_http(kwargs.get("exc_info", (None, None, None))[1])
+        if err is not None:
+            status_code = err.status
             self.set_status(status_code)
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, BodhiAPIError):
+        err = as_http(value)
+        if err is not None:
             self.log.info("bodhi: %s %s -> %s %s", self.request.method, self.request.path,
-                          value.status, value.message.splitlines()[0][:300])
+                          err.status, (err.message.splitlines() or [""])[0][:300])
             return
         super().log_exception(typ, value, tb)
 
@@ -244,9 +256,9 @@ class BodhiHandler(APIHandler):
             return False
         return True
 
-    @staticmethod
-    def error_event(err: BodhiAPIError) -> bytes:
-        return b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+    def error_event(self, err: BodhiAPIError) -> bytes:
+        """The last event of a stream the engine broke off."""
+        return b"data: " + json.dumps(self.error_body(err)).encode() + b"\n\n"
 
 
 class NotFoundHandler(BodhiHandler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
 
@@ -13,8 +14,9 @@ from tornado import web
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
-from ..models.registry import ModelNotFound, ResolvedModel
-from ..usage import UsageEntry, counts_from_body, counts_from_stream_tail
+from ..models.registry import ResolvedModel
+from ..usage import (UsageEntry, counts_from_anthropic_stream, counts_from_body,
+                     counts_from_stream_tail)
 from .base import BodhiHandler, engine_errors_as_http, requires
 
 
@@ -36,10 +38,7 @@ class ModelHandler(BodhiHandler):
     @web.authenticated
     @requires("read")
     async def get(self, model_id: str):
-        try:
-            model = self.bodhi.registry.resolve(model_id)
-        except ModelNotFound as e:
-            raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
+        model = self.bodhi.registry.resolve(model_id)
         check_model_allowed(self.principal, model.id)
         self.finish(model_object(model, int(self.bodhi.started_at)))
 
@@ -50,8 +49,24 @@ def check_model_allowed(principal, model_id: str) -> None:
                             code="model_not_allowed", param="model")
 
 
+#: how llama-server words a 500 that is really about the request (measured: tools that are
+#: not an array, a text part without text, a non-string name, images for a text-only
+#: model): "Failed to parse tools: Expected 'tools' to be an array...", "Failed to parse
+#: messages: [json.exception.type_error.302] type must be string...", "image input is not
+#: supported - hint: ... provide the mmproj"
+_REQUEST_FAULT = re.compile(r"^failed to parse |\[json\.exception\.|^(image|audio) input is "
+                            r"not supported|^invalid (argument|request|tool|message)", re.I)
+
+
+def is_request_fault(message: str) -> bool:
+    """Whether an engine's 500 describes a bad request rather than a failing engine."""
+    return bool(_REQUEST_FAULT.search(message or ""))
+
+
 def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiAPIError:
-    """Pass an engine's 4xx through with its message; anything else is an engine failure."""
+    """Pass an engine's 4xx through with its message, and a 500 that describes the
+    request as the 400 it is (so clients do not retry it); anything else is an engine
+    failure."""
     try:
         err = json.loads(body).get("error", {})
         message = err.get("message") if isinstance(err, dict) else str(err)
@@ -63,6 +78,8 @@ def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiA
         return BodhiAPIError(resp.status, message,
                              code=code if isinstance(code, str) else "upstream_error",
                              type=err.get("type") if isinstance(err, dict) else None)
+    if resp.status == 500 and is_request_fault(message):
+        return BodhiAPIError(400, message, code="invalid_request")
     return BodhiAPIError(502, f"The engine for '{model_id}' failed ({resp.status}): {message}",
                          code="engine_error")
 
@@ -88,7 +105,7 @@ class InferenceHandler(BodhiHandler):
     @requires("write")
     async def post(self):
         started = time.perf_counter()
-        request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
+        request = await self.bodhi.gateway.prepare(self.endpoint, self.request.body)
         check_model_allowed(self.principal, request.model.id)
         # from here on every outcome is counted; rejected requests above write nothing
         try:
@@ -148,15 +165,18 @@ class InferenceHandler(BodhiHandler):
     async def _relay_stream(self, resp: UpstreamResponse, engine) -> None:
         self.start_event_stream()
         tail: deque[bytes] = deque(maxlen=3)  # the token counts come in the last events
+        head: list[bytes] = []  # ... and, for Anthropic's, in the first
         try:
             async for chunk in resp.iter_chunks():
+                if not head:
+                    head.append(chunk)
                 tail.append(chunk)
                 if not await self.send_event_bytes(chunk):
                     resp.close()
                     self._status = CLIENT_GONE
                     return
             self._status = 200
-            self._tokens = counts_from_stream_tail(tail)
+            self._tokens = self.stream_counts(head, tail)
         except UpstreamError as e:
             self._status = 502
             if not self.request.connection.stream.closed():
@@ -166,6 +186,10 @@ class InferenceHandler(BodhiHandler):
         finally:
             if not self._finished and not self.request.connection.stream.closed():
                 self._finish_raw()
+
+    def stream_counts(self, head: list[bytes], tail) -> tuple[int, int]:
+        """(prompt, completion) tokens of a finished stream."""
+        return counts_from_stream_tail(tail)
 
     def _finish_raw(self) -> None:
         # APIHandler.finish() would force application/json onto event streams
@@ -204,10 +228,41 @@ class EmbeddingsHandler(InferenceHandler):
     endpoint = "embeddings"
 
 
+class ResponsesHandler(InferenceHandler):
+    """The OpenAI Responses API, as llama-server serves it (stateless: no stored
+    responses, so ``previous_response_id`` is the engine's to refuse)."""
+
+    endpoint = "responses"
+
+
+class AnthropicHandler(InferenceHandler):
+    """Anthropic's Messages API: its error shape, and its stream's token counts."""
+
+    def error_body(self, err: BodhiAPIError) -> dict:
+        return err.anthropic_body()
+
+    def error_event(self, err: BodhiAPIError) -> bytes:
+        return b"event: error\ndata: " + json.dumps(self.error_body(err)).encode() + b"\n\n"
+
+    def stream_counts(self, head: list[bytes], tail) -> tuple[int, int]:
+        return counts_from_anthropic_stream(head, tail)
+
+
+class MessagesHandler(AnthropicHandler):
+    endpoint = "messages"
+
+
+class CountTokensHandler(AnthropicHandler):
+    endpoint = "count_tokens"
+
+
 default_handlers = [
     (r"bodhi/v1/models", ModelListHandler),
     (r"bodhi/v1/models/(.+)", ModelHandler),
     (r"bodhi/v1/chat/completions", ChatCompletionsHandler),
     (r"bodhi/v1/completions", CompletionsHandler),
     (r"bodhi/v1/embeddings", EmbeddingsHandler),
+    (r"bodhi/v1/responses", ResponsesHandler),
+    (r"bodhi/v1/messages", MessagesHandler),
+    (r"bodhi/v1/messages/count_tokens", CountTokensHandler),
 ]

@@ -16,7 +16,7 @@ from ..auth.principal import Principal
 from ..auth.scopes import SCOPES
 from ..auth.tokens import STATUSES, TokenInfo, TokenStore
 from ..errors import BodhiAPIError, invalid
-from ..inference import parse_json_object
+from ..jsonbody import parse_json_object
 from ..models.registry import ModelNotFound
 from .base import BodhiHandler, requires
 
@@ -93,9 +93,8 @@ def parse_new_token(body: dict, creator: Principal,
         for m in models:
             try:
                 model_id = resolve(m)
-            except ModelNotFound as e:
-                raise BodhiAPIError(400, str(e), code="model_not_found",
-                                    param="models") from None
+            except ModelNotFound as e:  # the field that named it is 'models'
+                raise ModelNotFound(str(e), param="models") from None
             if model_id not in ids:
                 ids.append(model_id)
         models = ids

@@ -24,12 +24,17 @@ SERVER_OPTION_KEYS = {
     "pooling": str,
     "chat_template": str,
     "chat_template_file": str,
+    "mmproj": str,
     "extra_args": list,
 }
 
 
 class ModelNotFound(LookupError):
-    pass
+    """No model by that name; ``param`` is the request field that named it."""
+
+    def __init__(self, message: str, param: str = "model"):
+        super().__init__(message)
+        self.param = param
 
 
 class InvalidAlias(ValueError):
@@ -46,6 +51,8 @@ class ServerOptions:
     pooling: str = "mean"
     chat_template: str | None = None
     chat_template_file: str | None = None
+    #: a multimodal projector (GGUF); without one the model takes text only
+    mmproj: str | None = None
     extra_args: tuple[str, ...] = ()
 
 
@@ -89,7 +96,7 @@ class ModelRegistry(LoggingConfigurable):
         help="""Model aliases: {name: {"model": <model id or .gguf path>,
         "request": {request defaults such as temperature, max_tokens, stop, system_prompt},
         "server": {ctx_size, parallel, gpu_layers, pooling, chat_template,
-        chat_template_file, extra_args}}}. Request defaults apply only where a request
+        chat_template_file, mmproj (a vision/audio projector GGUF), extra_args}}}. Request defaults apply only where a request
         leaves a field out. Mirrored into the database at start-up.""",
     ).tag(config=True)
 

@@ -57,7 +57,7 @@ async def test_crash_mid_stream_sends_error_event_then_restarts(client, bodhi_ap
     assert len(events) == 3
     assert [json.loads(e)["object"] for e in events[:2]] == ["chat.completion.chunk"] * 2
     err = json.loads(events[2])["error"]
-    assert err["code"] == "engine_error" and err["type"] == "engine_error"
+    assert err["code"] == "engine_error" and err["type"] == "server_error"
     assert "exited with code 1" in err["message"]
     assert bodhi_app.supervisor.crashes_total == 1
 
@@ -122,6 +122,20 @@ async def test_upstream_client_errors_pass_through_and_server_errors_become_502(
     resp = await client.post("chat/completions", json=chat_body("fake-a", "[status=500]"))
     assert resp.status_code == 502
     assert "fake error 500" in resp.json()["error"]["message"]
+    assert resp.json()["error"]["type"] == "server_error"
+
+
+async def test_engine_500_that_describes_the_request_is_a_400(client, openai_client):
+    """llama-server answers some bad requests with 500 (the SDKs would retry those); its
+    message says so, and the client gets the 400 with that message."""
+    resp = await client.post("chat/completions", json=chat_body("fake-a", "[parse-error]"))
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_request"
+    assert err["message"].startswith("Failed to parse messages: [json.exception")
+    with pytest.raises(openai.BadRequestError, match="Failed to parse messages"):
+        await openai_client.chat.completions.create(
+            model="fake-a", messages=[{"role": "user", "content": "[parse-error]"}])
 
 
 async def test_client_disconnect_cancels_upstream(client, bodhi_app):

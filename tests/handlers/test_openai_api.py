@@ -130,3 +130,37 @@ async def test_concurrent_first_requests_share_one_start(openai_client, bodhi_ap
     assert bodhi_app.supervisor.starts_total == 1
     assert len(bodhi_app.supervisor.engines) == 1
 
+
+
+async def test_engine_500_about_the_request_is_a_400_with_its_message(openai_client,
+                                                                      bodhi_app):
+    """A message 'name' that is not a string passes our checks (we do not model every
+    field) and the real engine answers 500 "Failed to parse messages: ..."; that is the
+    client's mistake, so a 400 the SDK does not retry."""
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="Failed to parse messages") as caught:
+        await openai_client.chat.completions.create(
+            model=DEMO_MODEL_ID, max_tokens=4,
+            messages=[{"role": "user", "content": "hi", "name": 5}])
+    assert caught.value.status_code == 400
+    assert caught.value.body["type"] == "invalid_request_error"
+    # the engine is fine and keeps answering
+    reply = await openai_client.chat.completions.create(
+        model=DEMO_MODEL_ID, messages=CAPITAL, temperature=0, max_tokens=4)
+    assert reply.choices[0].message.content
+    assert bodhi_app.supervisor.crashes_total == 0
+
+
+async def test_embeddings_dimensions_equal_to_the_models_pass(openai_client, smollm2_path,
+                                                              bodhi_app):
+    import openai
+
+    size = embedding_length(smollm2_path)  # read with the gguf package, not our reader
+    reply = await openai_client.embeddings.create(model=DEMO_MODEL_ID, input="hello",
+                                                  dimensions=size)
+    assert len(reply.data[0].embedding) == size
+    with pytest.raises(openai.BadRequestError, match=f"must be {size}") as caught:
+        await openai_client.embeddings.create(model=DEMO_MODEL_ID, input="hello",
+                                              dimensions=size // 2)
+    assert caught.value.body["param"] == "dimensions"
