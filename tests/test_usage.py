@@ -17,6 +17,7 @@ from bodhi_jupyter.usage import (
     UsageEntry,
     UsageQuery,
     UsageRecorder,
+    counts_from_anthropic_stream,
     counts_from_body,
     counts_from_stream_tail,
     parse_group_by,
@@ -59,6 +60,45 @@ def test_stream_tail_prefers_usage_then_llama_server_timings():
     # the first piece kept may start mid-event
     assert counts_from_stream_tail([event(chunk)[20:], event(usage), done]) == (31, 5)
     assert counts_from_stream_tail([event(chunk), done]) == (0, 0)
+
+
+def typed(kind: str, obj: dict) -> bytes:
+    """An event as llama-server writes them on the Responses and Messages routes."""
+    return f"event: {kind}\n".encode() + event({"type": kind, **obj})
+
+
+# bodies and events as the real engine sent them (SmolLM2, bodhi-llama-server)
+def test_counts_from_responses_and_messages_bodies():
+    responses = {"object": "response", "output": [], "usage": {
+        "input_tokens": 17, "output_tokens": 4, "total_tokens": 21,
+        "input_tokens_details": {"cached_tokens": 16}}}
+    assert counts_from_body(json.dumps(responses).encode()) == (17, 4)  # cached included
+    message = {"type": "message", "content": [], "usage": {
+        "cache_read_input_tokens": 31, "input_tokens": 1, "output_tokens": 8}}
+    assert counts_from_body(json.dumps(message).encode()) == (32, 8)  # cached apart
+    assert counts_from_body(b'{"input_tokens": 32}') == (0, 0)  # count_tokens infers nothing
+
+
+def test_responses_stream_counts_come_from_response_completed():
+    delta = typed("response.output_text.delta", {"item_id": "m", "delta": " you"})
+    done = typed("response.completed", {"response": {
+        "object": "response", "output": [], "usage": {
+            "input_tokens": 32, "output_tokens": 4, "total_tokens": 36}},
+        "timings": {"cache_n": 0, "prompt_n": 32, "predicted_n": 4}})
+    assert counts_from_stream_tail([delta, typed("response.output_item.done", {}), done]) == (
+        32, 4)
+
+
+def test_anthropic_stream_counts_come_from_both_ends():
+    start = typed("message_start", {"message": {"type": "message", "content": [], "usage": {
+        "cache_read_input_tokens": 31, "input_tokens": 1, "output_tokens": 0}}})
+    head = [start + typed("content_block_start", {"index": 0})]
+    tail = [typed("content_block_stop", {"index": 0}),
+            typed("message_delta", {"delta": {"stop_reason": "max_tokens"},
+                                    "usage": {"output_tokens": 4}}),
+            typed("message_stop", {})]
+    assert counts_from_anthropic_stream(head, tail) == (32, 4)
+    assert counts_from_anthropic_stream([], tail) == (0, 4)
 
 
 # -- the writer ------------------------------------------------------------------------------
