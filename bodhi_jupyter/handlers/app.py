@@ -18,7 +18,7 @@ from ..errors import BodhiAPIError, invalid
 from ..jsonbody import parse_json_object
 from ..metrics import CONTENT_TYPE
 from ..usage import UsageQuery, parse_group_by, parse_time
-from .base import BodhiHandler, engine_errors_as_http, int_param, requires
+from .base import BodhiHandler, domain_errors_as_http, int_param, requires
 from .openai import check_model_allowed
 
 MAX_LOG_LINES = 5000
@@ -122,7 +122,7 @@ class ProcessesHandler(AppHandler):
         model = self.bodhi.registry.resolve(name)
         check_model_allowed(self.principal, model.id)
         supervisor = self.bodhi.supervisor
-        with engine_errors_as_http():
+        with domain_errors_as_http():
             engine = await supervisor.acquire(self.owner, model, embedding)
         supervisor.release(engine)  # from now on it idles under keep_alive like any other
         self.set_status(201)

@@ -17,7 +17,7 @@ from ..inference import PreparedRequest
 from ..models.registry import ResolvedModel
 from ..usage import (UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
-from .base import BodhiHandler, engine_errors_as_http, requires
+from .base import BodhiHandler, domain_errors_as_http, requires
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -127,7 +127,7 @@ class InferenceHandler(BodhiHandler):
 
     async def _serve(self, request: PreparedRequest) -> None:
         try:
-            with engine_errors_as_http():
+            with domain_errors_as_http():
                 async with self.bodhi.supervisor.lease(self.owner, request.model,
                                                        request.embedding) as engine:
                     await self._forward(engine, request)

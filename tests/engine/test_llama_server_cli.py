@@ -116,3 +116,11 @@ def test_serves_the_demo_model_and_stops_on_sigterm(demo_engine):
     proc.send_signal(signal.SIGTERM)
     proc.wait(5)  # raises TimeoutExpired if it is still running
     assert proc.returncode == -signal.SIGTERM
+
+
+def test_mmproj_flag_sets_the_projector():
+    from bodhi_jupyter.engine.llama_server_cli import build_params, build_parser
+
+    args = build_parser().parse_args(["-m", "model.gguf", "--mmproj", "/models/mmproj.gguf"])
+    assert build_params(args).mmproj.path == "/models/mmproj.gguf"
+    assert build_params(build_parser().parse_args(["-m", "model.gguf"])).mmproj.path == ""
