@@ -42,6 +42,11 @@ class UsageEntry:
     at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
+#: a client that hung up before the reply ended (nginx's "client closed request"): recorded,
+#: but not an error of ours
+CLIENT_GONE = 499
+
+
 # -- token counts from engine replies --------------------------------------------------------
 def _counts(obj) -> tuple[int, int] | None:
     """(prompt, completion) from an OpenAI ``usage`` or a llama-server ``timings`` object."""
@@ -255,8 +260,9 @@ class UsageQuery:
                            "prompt_tokens"),
                        func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label(
                            "completion_tokens"),
-                       func.coalesce(func.sum(case((UsageRecord.status >= 400, 1), else_=0)),
-                                     0).label("errors"),
+                       func.coalesce(func.sum(case(
+                           ((UsageRecord.status >= 400) & (UsageRecord.status != CLIENT_GONE),
+                            1), else_=0)), 0).label("errors"),
                        func.avg(UsageRecord.duration_ms).label("avg_duration_ms"))
                 .where(*where).group_by(*keys))
         with self.database.session() as s:

@@ -14,7 +14,7 @@ from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..models.registry import ModelNotFound, ResolvedModel
-from ..usage import UsageEntry, counts_from_body, counts_from_stream_tail
+from ..usage import CLIENT_GONE, UsageEntry, counts_from_body, counts_from_stream_tail
 from .base import BodhiHandler, engine_errors_as_http, requires
 
 
@@ -22,7 +22,13 @@ def model_object(model: ResolvedModel, created: int) -> dict:
     return {"id": model.id, "object": "model", "created": created, "owned_by": "bodhi"}
 
 
-class ModelListHandler(BodhiHandler):
+class OpenAIHandler(BodhiHandler):
+    """Endpoints for OpenAI clients: a bad or missing key is their 401, not Jupyter's 403."""
+
+    api_key_clients = True
+
+
+class ModelListHandler(OpenAIHandler):
     @web.authenticated
     @requires("read")
     async def get(self):
@@ -32,7 +38,7 @@ class ModelListHandler(BodhiHandler):
         self.finish({"object": "list", "data": [model_object(m, created) for m in models]})
 
 
-class ModelHandler(BodhiHandler):
+class ModelHandler(OpenAIHandler):
     @web.authenticated
     @requires("read")
     async def get(self, model_id: str):
@@ -67,7 +73,7 @@ def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiA
                          code="engine_error")
 
 
-class InferenceHandler(BodhiHandler):
+class InferenceHandler(OpenAIHandler):
     """POST an OpenAI request: validate, lease an engine, forward, relay the reply."""
 
     endpoint = ""
@@ -77,9 +83,11 @@ class InferenceHandler(BodhiHandler):
         self._upstream: UpstreamResponse | None = None
         self._status = 500  # what usage and metrics record, unless the request says more
         self._tokens = (0, 0)
+        self._client_gone = False
 
     def on_connection_close(self):
         # the client left: dropping the engine connection makes llama-server stop generating
+        self._client_gone = True
         if self._upstream is not None:
             self._upstream.close()
         super().on_connection_close()
@@ -158,6 +166,9 @@ class InferenceHandler(BodhiHandler):
             self._status = 200
             self._tokens = counts_from_stream_tail(tail)
         except UpstreamError as e:
+            if self._client_gone:  # we closed the engine connection because the client left
+                self._status = CLIENT_GONE
+                return
             self._status = 502
             if not self.request.connection.stream.closed():
                 err = await self._engine_failed(engine, e)
@@ -182,10 +193,6 @@ class InferenceHandler(BodhiHandler):
                 pass
         return BodhiAPIError(502, f"The engine for '{engine.model.id}' failed while "
                              f"answering: {cause}", code="engine_error")
-
-
-#: recorded for a client that hung up before the reply ended (nginx's "client closed request")
-CLIENT_GONE = 499
 
 
 class _StreamAborted(Exception):
