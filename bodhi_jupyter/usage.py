@@ -2,8 +2,8 @@
 aggregated for ``GET bodhi/app/usage``.
 
 The request path only builds a small record and puts it on a queue; a single writer thread
-inserts what has queued up in one statement. ``flush()`` waits until everything recorded
-before it is in the database.
+commits it at once, together with whatever queued up meanwhile. ``flush()`` waits until
+everything recorded before it is in the database.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import queue
 import re
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -115,13 +114,17 @@ def counts_from_stream_tail(chunks: Iterable[bytes]) -> tuple[int, int]:
 
 # -- recording -------------------------------------------------------------------------------
 class UsageRecorder:
-    """Queues usage entries and writes them from one background thread."""
+    """Queues usage entries and writes them from one background thread.
 
-    def __init__(self, database: Database, log=None, batch_delay: float = 0.5,
-                 max_batch: int = 500):
+    An entry is committed as soon as the writer is free: a finished request's record is in
+    the database within milliseconds, so a server killed right after a reply loses none.
+    Entries that queue up while a write is in progress go together in the next one, so a
+    burst still costs few transactions.
+    """
+
+    def __init__(self, database: Database, log=None, max_batch: int = 500):
         self.database = database
         self.log = log
-        self.batch_delay = batch_delay
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
@@ -152,30 +155,17 @@ class UsageRecorder:
 
     def _run(self) -> None:
         while True:
-            batch: list[UsageEntry] = []
-            markers: list[concurrent.futures.Future] = []
-            stop = False
-            item = self._queue.get()
-            deadline = None
-            while True:
-                if item is None:
-                    stop = True
-                elif isinstance(item, concurrent.futures.Future):
-                    markers.append(item)
-                else:
-                    batch.append(item)
-                if stop or markers or len(batch) >= self.max_batch:
-                    break
-                if deadline is None:
-                    deadline = time.monotonic() + self.batch_delay
+            items = [self._queue.get()]  # wait for work, then take what else is waiting
+            while len(items) < self.max_batch:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._write(batch)
-            for m in markers:
-                m.set_result(None)
-            if stop:
+            self._write([i for i in items if isinstance(i, UsageEntry)])
+            for item in items:
+                if isinstance(item, concurrent.futures.Future):
+                    item.set_result(None)
+            if any(item is None for item in items):
                 return
 
     def _write(self, batch: list[UsageEntry]) -> None:
