@@ -121,7 +121,7 @@ class ProcessesHandler(AppHandler):
         if not isinstance(embedding, bool):
             raise invalid("'embedding' must be a boolean", param="embedding")
         try:
-            model = self.bodhi.registry.resolve(name)
+            model = await self.bodhi.registry.resolve_fresh(name)
         except ModelNotFound as e:
             raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
         check_model_allowed(self.principal, model.id)

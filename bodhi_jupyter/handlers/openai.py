@@ -33,6 +33,7 @@ class ModelListHandler(OpenAIHandler):
     @requires("read")
     async def get(self):
         created = int(self.bodhi.started_at)
+        await self.bodhi.registry.rescan()  # throttled: new downloads show within seconds
         models = [m for m in self.bodhi.registry.list_models()
                   if self.principal.may_use_model(m.id)]
         self.finish({"object": "list", "data": [model_object(m, created) for m in models]})
@@ -43,7 +44,7 @@ class ModelHandler(OpenAIHandler):
     @requires("read")
     async def get(self, model_id: str):
         try:
-            model = self.bodhi.registry.resolve(model_id)
+            model = await self.bodhi.registry.resolve_fresh(model_id)
         except ModelNotFound as e:
             raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
         check_model_allowed(self.principal, model.id)
@@ -96,7 +97,14 @@ class InferenceHandler(OpenAIHandler):
     @requires("write")
     async def post(self):
         started = time.perf_counter()
-        request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
+        try:
+            request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
+        except BodhiAPIError as e:
+            # an unknown name may be a model downloaded a moment ago: look once more, after
+            # a (throttled, shared) rescan
+            if e.code != "model_not_found" or not await self.bodhi.registry.rescan():
+                raise
+            request = self.bodhi.gateway.prepare(self.endpoint, self.request.body)
         check_model_allowed(self.principal, request.model.id)
         # from here on every outcome is counted; rejected requests above write nothing
         try:
