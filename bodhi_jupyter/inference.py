@@ -4,7 +4,7 @@ upstream. A request rejected here starts nothing and stores nothing."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import BodhiAPIError, invalid
 from .models.registry import ModelNotFound, ModelRegistry, ResolvedModel, apply_request_defaults
@@ -23,6 +23,7 @@ class PreparedRequest:
     model: ResolvedModel
     payload: bytes
     stream: bool
+    body: dict = field(default_factory=dict, repr=False)  # what payload encodes
 
     @property
     def upstream_path(self) -> str:
@@ -129,4 +130,4 @@ class InferenceGateway:
             raise BodhiAPIError(404, str(e), code="model_not_found", param="model") from None
         body = apply_request_defaults(endpoint, body, model.request_defaults)
         body["model"] = model.id
-        return PreparedRequest(endpoint, model, json.dumps(body).encode(), bool(stream))
+        return PreparedRequest(endpoint, model, json.dumps(body).encode(), bool(stream), body)

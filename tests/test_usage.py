@@ -88,7 +88,7 @@ def count_rows(db: Database) -> int:
         return s.scalar(select(func.count()).select_from(UsageRecord))
 
 
-async def test_recorder_commits_at_once_and_batches_what_queued_meanwhile(database):
+async def test_recorder_commits_promptly_and_batches_what_queued_meanwhile(database):
     writers = []
     writing, release = threading.Event(), threading.Event()
     original = UsageRecorder._write
@@ -104,7 +104,7 @@ async def test_recorder_commits_at_once_and_batches_what_queued_meanwhile(databa
     UsageRecorder._write = spy
     try:
         recorder.record(entry(prompt_tokens=0))
-        assert writing.wait(10)  # written at once: no waiting for company
+        assert writing.wait(10)  # written after a short linger, not a long batching delay
         for i in range(1, 50):
             recorder.record(entry(prompt_tokens=i))
         release.set()
