@@ -136,6 +136,13 @@ def invalid_api_key() -> BodhiAPIError:
         headers={"WWW-Authenticate": WWW_AUTHENTICATE})
 
 
+def _refused_known_user(handler) -> bool:
+    """JupyterHub's provider knows the caller but refuses them (no access to this server):
+    it then replaces the handler's ``redirect`` so that the refusal becomes a 403. That
+    person sent a valid key, so they get 403, not 401."""
+    return "redirect" in vars(handler)
+
+
 class HandlerIdentity:
     """The server's IdentityProvider as a bodhi handler sees it: bodhi API tokens are
     recognised first (the server's provider does not know them and would refuse them),
@@ -154,7 +161,8 @@ class HandlerIdentity:
         if token is not None:
             return handler.sign_in_with_bodhi_token(token)
         user = await ensure_async(self.inner.get_user(handler))
-        if user is None and handler.api_key_clients and handler.request.method != "OPTIONS":
+        if (user is None and handler.api_key_clients and handler.request.method != "OPTIONS"
+                and not _refused_known_user(handler)):
             raise invalid_api_key()  # before Jupyter's XSRF check would say 403
         return user
 
