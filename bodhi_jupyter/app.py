@@ -8,7 +8,7 @@ import atexit
 import time
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import List, Unicode
+from traitlets import Int, List, Unicode
 from traitlets.config import Config
 
 from . import __version__
@@ -16,6 +16,7 @@ from .auth.identity import server_owner
 from .auth.limits import RateLimiter
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
+from .context_guard import ContextGuard
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
 from .handlers import app as app_api
@@ -46,6 +47,13 @@ class BodhiApp(ExtensionApp):
         "a load. They unload after EngineSupervisor.keep_alive idle seconds like any other.",
     ).tag(config=True)
 
+    max_body_size = Int(
+        16 * 1024 * 1024,
+        help="Largest request body, in bytes, the inference endpoints accept; larger ones get "
+        "413 before they are read into memory. 16 MiB holds a 10 MiB image in base64 with "
+        "its prompt; text that long cannot fit any local model's context anyway.",
+    ).tag(config=True)
+
     def initialize_settings(self):
         self.started_at = time.time()
         self.database = Database(parent=self, log=self.log)
@@ -57,6 +65,7 @@ class BodhiApp(ExtensionApp):
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
         atexit.register(self.supervisor.kill_all)  # if stop_extension never runs
         self.gateway = InferenceGateway(self.registry)
+        self.context_guard = ContextGuard(lambda: self.launcher.extra_args, log=self.log)
         self.roles = RolePolicy(parent=self, log=self.log)
         self.tokens = TokenStore(self.database)
         self.limiter = RateLimiter(parent=self, log=self.log)

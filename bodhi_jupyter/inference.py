@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import invalid
 from .jsonbody import parse_json_object
@@ -54,6 +54,7 @@ class PreparedRequest:
     model: ResolvedModel
     payload: bytes
     stream: bool
+    body: dict = field(default_factory=dict, repr=False)  # what payload encodes
 
     @property
     def upstream_path(self) -> str:
@@ -109,7 +110,7 @@ class InferenceGateway:
     async def prepare(self, endpoint: str, raw: bytes) -> PreparedRequest:
         body = parse_json_object(raw)
         validate(endpoint, body)
-        model = self.registry.resolve(body["model"])  # ModelNotFound: a 404
+        model = await self.registry.resolve_fresh(body["model"])  # ModelNotFound: a 404
         media = media_part(endpoint, body)
         if media is not None and not model.server.mmproj:
             where, kind = media
@@ -121,7 +122,7 @@ class InferenceGateway:
         body = with_defaults(endpoint, body, model.request_defaults)
         body["model"] = model.id
         return PreparedRequest(endpoint, model, json.dumps(body).encode(),
-                               body.get("stream") is True)
+                               body.get("stream") is True, body)
 
     @staticmethod
     async def _check_dimensions(model: ResolvedModel, wanted: int) -> None:

@@ -2,8 +2,8 @@
 aggregated for ``GET bodhi/app/usage``.
 
 The request path only builds a small record and puts it on a queue; a single writer thread
-inserts what has queued up in one statement. ``flush()`` waits until everything recorded
-before it is in the database.
+commits it within 20 ms, together with whatever queued up meanwhile. ``flush()`` waits until
+everything recorded before it is in the database.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import Date, case, cast, func, insert, select
@@ -40,6 +40,11 @@ class UsageEntry:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+#: a client that hung up before the reply ended (nginx's "client closed request"): recorded,
+#: but not an error of ours
+CLIENT_GONE = 499
 
 
 # -- token counts from engine replies --------------------------------------------------------
@@ -146,13 +151,19 @@ def counts_from_anthropic_stream(head: Iterable[bytes],
 
 # -- recording -------------------------------------------------------------------------------
 class UsageRecorder:
-    """Queues usage entries and writes them from one background thread."""
+    """Queues usage entries and writes them from one background thread.
 
-    def __init__(self, database: Database, log=None, batch_delay: float = 0.5,
+    A finished request's record is committed within ``linger`` seconds (20 ms), so a
+    server killed right after a reply loses none. The writer waits that long after the first
+    entry for others to join it, and what queues up during a write goes in the next one: a
+    SQLite commit costs ~0.3-0.7 ms of CPU, which busy servers share among many requests.
+    """
+
+    def __init__(self, database: Database, log=None, linger: float = 0.02,
                  max_batch: int = 500):
         self.database = database
         self.log = log
-        self.batch_delay = batch_delay
+        self.linger = linger
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
@@ -183,46 +194,40 @@ class UsageRecorder:
 
     def _run(self) -> None:
         while True:
-            batch: list[UsageEntry] = []
-            markers: list[concurrent.futures.Future] = []
-            stop = False
-            item = self._queue.get()
-            deadline = None
-            while True:
-                if item is None:
-                    stop = True
-                elif isinstance(item, concurrent.futures.Future):
-                    markers.append(item)
-                else:
-                    batch.append(item)
-                if stop or markers or len(batch) >= self.max_batch:
-                    break
-                if deadline is None:
-                    deadline = time.monotonic() + self.batch_delay
+            items = [self._queue.get()]  # wait for work, then for company, briefly
+            if not _urgent(items[0]) and self.linger > 0:
+                time.sleep(self.linger)  # one sleep, not a wake-up per arriving entry
+            while len(items) < self.max_batch:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._write(batch)
-            for m in markers:
-                m.set_result(None)
-            if stop:
+            self._write([i for i in items if isinstance(i, UsageEntry)])
+            for item in items:
+                if isinstance(item, concurrent.futures.Future):
+                    item.set_result(None)
+            if any(item is None for item in items):
                 return
 
     def _write(self, batch: list[UsageEntry]) -> None:
         if not batch:
             return
         try:
-            with self.database.session() as s, s.begin():
-                s.execute(insert(UsageRecord), [_row(e) for e in batch])
+            with self.database.engine.begin() as conn:  # Core: no ORM session to pay for
+                conn.execute(insert(UsageRecord.__table__), [_row(e) for e in batch])
         except Exception as e:  # usage is bookkeeping: never take the server down
             if self.log:
                 self.log.error("bodhi: could not write %d usage record(s): %s", len(batch), e)
 
 
+def _urgent(item) -> bool:
+    """A flush marker or the stop signal: write now."""
+    return not isinstance(item, UsageEntry)
+
+
 def _row(entry: UsageEntry) -> dict:
-    row = asdict(entry)
-    row["at"] = row["at"].astimezone(timezone.utc)  # SQLite keeps wall time, not the zone
+    row = dict(entry.__dict__)  # dataclasses.asdict deep-copies: 16 us against 1
+    row["at"] = entry.at.astimezone(timezone.utc)  # SQLite keeps wall time, not the zone
     return row
 
 
@@ -291,8 +296,9 @@ class UsageQuery:
                            "prompt_tokens"),
                        func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label(
                            "completion_tokens"),
-                       func.coalesce(func.sum(case((UsageRecord.status >= 400, 1), else_=0)),
-                                     0).label("errors"),
+                       func.coalesce(func.sum(case(
+                           ((UsageRecord.status >= 400) & (UsageRecord.status != CLIENT_GONE),
+                            1), else_=0)), 0).label("errors"),
                        func.avg(UsageRecord.duration_ms).label("avg_duration_ms"))
                 .where(*where).group_by(*keys))
         with self.database.session() as s:

@@ -4,7 +4,11 @@ aggregation, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import threading
+import time
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -23,6 +27,9 @@ from bodhi_jupyter.usage import (
     parse_group_by,
     parse_time,
 )
+
+from .conftest import DEMO_MODEL_ID, until
+from .live_server import call, jupyter, wait_until  # noqa: F401  (jupyter is a fixture)
 
 
 def event(obj) -> bytes:
@@ -121,30 +128,46 @@ def count_rows(db: Database) -> int:
         return s.scalar(select(func.count()).select_from(UsageRecord))
 
 
-async def test_recorder_writes_in_batches_off_the_calling_thread(database):
+async def test_recorder_commits_promptly_and_batches_what_queued_meanwhile(database):
     writers = []
+    writing, release = threading.Event(), threading.Event()
     original = UsageRecorder._write
 
     def spy(self, batch):
         writers.append((threading.current_thread().name, len(batch)))
+        if len(writers) == 1:
+            writing.set()
+            release.wait(10)  # hold the first write while more requests finish
         original(self, batch)
 
-    recorder = UsageRecorder(database, batch_delay=0.2)
+    recorder = UsageRecorder(database)
     UsageRecorder._write = spy
     try:
-        for i in range(50):
+        recorder.record(entry(prompt_tokens=0))
+        assert writing.wait(10)  # written after a short linger, not a long batching delay
+        for i in range(1, 50):
             recorder.record(entry(prompt_tokens=i))
+        release.set()
         await recorder.flush()
     finally:
         UsageRecorder._write = original
     assert count_rows(database) == 50
     assert {name for name, _ in writers} == {"bodhi-usage-writer"}
-    assert sum(n for _, n in writers) == 50 and len(writers) <= 3  # batched, not 50 writes
+    assert [n for _, n in writers] == [1, 49]  # what queued during a write goes together
     recorder.record(entry())
     recorder.close()  # writes what is queued
     assert count_rows(database) == 51
     recorder.record(entry())  # after close: dropped, not queued forever
     assert count_rows(database) == 51
+
+
+async def test_a_record_is_durable_within_tens_of_milliseconds(database):
+    recorder = UsageRecorder(database)
+    try:
+        recorder.record(entry())
+        await until(lambda: count_rows(database) == 1, timeout=0.2, interval=0.005)
+    finally:
+        recorder.close()
 
 
 # -- aggregation -----------------------------------------------------------------------------
@@ -204,3 +227,30 @@ def test_query_parameters_are_checked():
     with pytest.raises(BodhiAPIError) as e:
         parse_time("yesterday", "until")
     assert e.value.param == "until"
+
+
+# -- durability in a real server ------------------------------------------------------------
+def test_usage_of_finished_requests_survives_a_sigkill(jupyter, fake_engine, tmp_path):
+    """20 quick completions, SIGKILL right after the last reply, restart: all 20 there."""
+    fake = f"--LlamaServerLauncher.llama_server_path={fake_engine}"
+    proc, base, _log, _env = jupyter("server", fake)
+    body = {"model": DEMO_MODEL_ID, "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2}
+    for _ in range(20):
+        assert call(base + "bodhi/v1/chat/completions", body)[0] == 200
+    done = time.monotonic()
+    db = tmp_path / "data" / "bodhi" / "bodhi.sqlite"
+
+    def rows() -> int:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT count(*) FROM usage_records").fetchone()[0]
+
+    # committed within tens of milliseconds of the reply, while the server still runs
+    wait_until(lambda: rows() == 20, 0.1, "20 committed usage records")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert time.monotonic() - done < 5
+    _proc, base, _log, _env = jupyter("server", fake)
+    status, usage = call(base + "bodhi/app/usage?group_by=model")
+    assert status == 200
+    assert [(r["model"], r["requests"]) for r in usage["data"]] == [(DEMO_MODEL_ID, 20)]

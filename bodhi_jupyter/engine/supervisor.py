@@ -13,6 +13,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ..request_id import log_suffix
 from ..models.registry import ResolvedModel
 from .launcher import LlamaServerLauncher
 from .process import EngineProcess, EngineStartError, EngineState, engine_key
@@ -164,13 +165,14 @@ class EngineSupervisor(LoggingConfigurable):
         started = asyncio.get_running_loop().create_future()
         self._starts[key] = started
         self.starts_total += 1
-        self.log.info("bodhi: starting llama-server for %s (owner %s)", model.id, owner)
+        self.log.info("bodhi: starting llama-server for %s (owner %s)%s", model.id, owner,
+                      log_suffix())
         try:
             await engine.start(self.start_timeout)
         except EngineStartError as e:
             self.engines.pop(key, None)
             self._record_failure(key, e.summary)
-            self.log.error("bodhi: %s", e)
+            self.log.error("bodhi: %s%s", e, log_suffix())
             started.set_exception(EngineUnavailable(str(e)))
             started.exception()  # waiters re-raise it; keep asyncio from warning
             raise EngineUnavailable(str(e)) from None

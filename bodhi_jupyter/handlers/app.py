@@ -119,7 +119,7 @@ class ProcessesHandler(AppHandler):
             raise invalid("'model' must be a non-empty string", param="model")
         if not isinstance(embedding, bool):
             raise invalid("'embedding' must be a boolean", param="embedding")
-        model = self.bodhi.registry.resolve(name)
+        model = await self.bodhi.registry.resolve_fresh(name)
         check_model_allowed(self.principal, model.id)
         supervisor = self.bodhi.supervisor
         with domain_errors_as_http():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING
 
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
-from jupyter_server.auth.identity import User
-from jupyter_server.base.call_context import CallContext
+from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import ensure_async
 from tornado import web
@@ -20,6 +20,7 @@ from ..auth.principal import Principal
 from ..auth.scopes import ROLE_SCOPE, narrower
 from ..auth.tokens import looks_like_token
 from ..errors import BodhiAPIError, as_http, error_type, invalid
+from ..request_id import bind_request_id, request_id_from
 
 if TYPE_CHECKING:
     from ..app import BodhiApp
@@ -95,7 +96,6 @@ def domain_errors_as_http():
         raise err from None
 
 
-engine_errors_as_http = domain_errors_as_http  # the name callers used before
 
 
 def requires(scope: str, *, login_only: bool = False):
@@ -127,18 +127,105 @@ def requires(scope: str, *, login_only: bool = False):
     return wrap
 
 
+#: what an API client sends its key in; answered with a 401 that names the scheme
+WWW_AUTHENTICATE = 'Bearer realm="bodhi"'
+
+
+def invalid_api_key() -> BodhiAPIError:
+    """OpenAI's answer to a missing or wrong key (its SDKs raise AuthenticationError)."""
+    return BodhiAPIError(
+        401, "Invalid or missing API key. Send a Jupyter token or a bodhi API token as "
+        "'Authorization: Bearer <key>'.", code="invalid_api_key", type="invalid_request_error",
+        headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+
+
+def _refused_known_user(handler) -> bool:
+    """JupyterHub's provider knows the caller but refuses them (no access to this server):
+    it then replaces the handler's ``redirect`` so that the refusal becomes a 403. That
+    person sent a valid key, so they get 403, not 401."""
+    return "redirect" in vars(handler)
+
+
+class HandlerIdentity:
+    """The server's IdentityProvider as a bodhi handler sees it: bodhi API tokens are
+    recognised first (the server's provider does not know them and would refuse them),
+    everything else is the server's provider's answer. The server-wide provider (which
+    JupyterHub sets) is never replaced; Jupyter's own ``prepare`` (host check, CORS, XSRF,
+    origin) runs for every caller through its public hooks."""
+
+    def __init__(self, inner: IdentityProvider):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def get_user(self, handler: "BodhiHandler") -> User | None:
+        token = handler.bodhi_token()
+        if token is not None:
+            return handler.sign_in_with_bodhi_token(token)
+        user = await ensure_async(self.inner.get_user(handler))
+        if (user is None and handler.api_key_clients and handler.request.method != "OPTIONS"
+                and not _refused_known_user(handler)):
+            raise invalid_api_key()  # before Jupyter's XSRF check would say 403
+        return user
+
+    def is_token_authenticated(self, handler: "BodhiHandler") -> bool:
+        return handler.bodhi_token() is not None or self.inner.is_token_authenticated(handler)
+
+    def should_check_origin(self, handler: "BodhiHandler") -> bool:
+        return handler.bodhi_token() is None and self.inner.should_check_origin(handler)
+
+
+class _RequestLog(logging.LoggerAdapter):
+    """Every line a handler logs (Jupyter's access line too) ends with its request id."""
+
+    def process(self, msg, kwargs):
+        return f"{msg} [request_id={self.extra['request_id']}]", kwargs
+
+
 class BodhiHandler(APIHandler):
-    """Base for bodhi endpoints: bodhi API tokens next to Jupyter's auth, scopes, and
-    OpenAI-style error JSON for every failure."""
+    """Base for bodhi endpoints: bodhi API tokens next to Jupyter's auth, scopes, request
+    ids, server activity, and OpenAI-style error JSON for every failure."""
 
     auth_resource = AUTH_RESOURCE
+    #: the callers are API clients (OpenAI or Ollama SDKs, LiteLLM): no credential, or one
+    #: that authenticates nobody, gets 401 ``invalid_api_key`` rather than Jupyter's 403
+    api_key_clients = False
     _principal: Principal | None = None
+    _request_id: str | None = None
+    _request_log: logging.LoggerAdapter | None = None
 
     @property
     def bodhi(self) -> BodhiApp:
         return self.settings["bodhi"]
 
+    # -- request id ------------------------------------------------------------------------
+    @property
+    def request_id(self) -> str:
+        """The client's own ``X-Request-Id`` if it is sane, else a short random one."""
+        if self._request_id is None:
+            self._request_id = request_id_from(self.request.headers.get("X-Request-Id"))
+        return self._request_id
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()  # also runs again when an error clears the headers
+        self.set_header("X-Request-Id", self.request_id)
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        if self._request_log is None:
+            self._request_log = _RequestLog(super().log, {"request_id": self.request_id})
+        return self._request_log
+
     # -- authentication --------------------------------------------------------------------
+    @property
+    def identity_provider(self) -> HandlerIdentity:
+        inner = super().identity_provider
+        wrapped = self.settings.get("bodhi_identity")
+        if wrapped is None or wrapped.inner is not inner:
+            wrapped = self.settings["bodhi_identity"] = HandlerIdentity(inner)
+        return wrapped
+
     def bodhi_token(self) -> str | None:
         """A bodhi API token in the Authorization header, or in ``x-api-key`` (where the
         anthropic SDK puts its key), if that is what the caller sent."""
@@ -151,33 +238,28 @@ class BodhiHandler(APIHandler):
             return value
         return None
 
-    def check_xsrf_cookie(self):
-        # a request carrying its own bearer token is not cookie-authenticated: no XSRF risk
-        if self.bodhi_token() is not None:
-            return None
-        return super().check_xsrf_cookie()
-
-    async def prepare(self):
-        token = self.bodhi_token()
-        if token is None:
-            await super().prepare()
-            if self.current_user is not None and not self._finished:
-                self.bodhi.limiter.check(self.principal)
-            return
-        # Jupyter's IdentityProvider does not know bodhi tokens (it would answer 403), so
-        # they are recognised here, before it is asked.
-        CallContext.set(CallContext.JUPYTER_HANDLER, self)
-        if not self.check_host():
-            raise web.HTTPError(403)
+    def sign_in_with_bodhi_token(self, token: str) -> User:
+        """The token's owner as a Jupyter user, or a 401 naming why the token is refused."""
         info = self.bodhi.tokens.authenticate(token)
         role = self.bodhi.roles.role_of(info.owner, info.groups)
         self._principal = Principal(
             name=info.owner, role=role, auth_method="bodhi_token",
             scope=narrower(info.scope, ROLE_SCOPE[role]),  # never above the owner's role now
             token_id=info.id, token_name=info.name, models=info.models, groups=info.groups)
-        self.current_user = self._jupyter_current_user = User(username=info.owner,
-                                                              name=info.owner)
-        self.bodhi.limiter.check(self._principal)  # counts against the token and its user
+        return User(username=info.owner, name=info.owner)
+
+    async def prepare(self):
+        bind_request_id(self.request_id)  # engine start-up lines of this request carry it
+        await super().prepare()
+        if self.current_user is not None and not self._finished:
+            # the API counts as use of the server (JupyterHub's culler reads this); the
+            # stream handlers bypass APIHandler.finish, so it is counted here and at the end
+            self.update_api_activity()
+            self.bodhi.limiter.check(self.principal)  # a token counts against its user too
+
+    def on_finish(self) -> None:
+        self.update_api_activity()  # counts only requests that authenticated
+        super().on_finish()
 
     @property
     def principal(self) -> Principal:
@@ -185,7 +267,7 @@ class BodhiHandler(APIHandler):
             user = self.current_user
             hub_user = getattr(user, "hub_user", None)
             groups = hub_user.get("groups", []) if isinstance(hub_user, dict) else []
-            name = owner_name(user, self.identity_provider)
+            name = owner_name(user, self.identity_provider.inner)
             role = self.bodhi.roles.role_of(name, groups)
             self._principal = Principal(name=name, role=role, auth_method="jupyter",
                                         scope=ROLE_SCOPE[role], groups=tuple(groups))
@@ -219,6 +301,8 @@ class BodhiHandler(APIHandler):
             err = BodhiAPIError(status_code, message, type=error_type(status_code))
         for name, value in err.headers.items():
             self.set_header(name, value)
+        if err.status == 401 and "WWW-Authenticate" not in err.headers:
+            self.set_header("WWW-Authenticate", WWW_AUTHENTICATE)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.error_body(err)))
 

@@ -15,7 +15,7 @@ from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..models.registry import ResolvedModel
-from ..usage import (UsageEntry, counts_from_anthropic_stream, counts_from_body,
+from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
 
@@ -24,21 +24,28 @@ def model_object(model: ResolvedModel, created: int) -> dict:
     return {"id": model.id, "object": "model", "created": created, "owned_by": "bodhi"}
 
 
-class ModelListHandler(BodhiHandler):
+class OpenAIHandler(BodhiHandler):
+    """Endpoints for OpenAI clients: a bad or missing key is their 401, not Jupyter's 403."""
+
+    api_key_clients = True
+
+
+class ModelListHandler(OpenAIHandler):
     @web.authenticated
     @requires("read")
     async def get(self):
         created = int(self.bodhi.started_at)
+        await self.bodhi.registry.rescan()  # throttled: new downloads show within seconds
         models = [m for m in self.bodhi.registry.list_models()
                   if self.principal.may_use_model(m.id)]
         self.finish({"object": "list", "data": [model_object(m, created) for m in models]})
 
 
-class ModelHandler(BodhiHandler):
+class ModelHandler(OpenAIHandler):
     @web.authenticated
     @requires("read")
     async def get(self, model_id: str):
-        model = self.bodhi.registry.resolve(model_id)
+        model = await self.bodhi.registry.resolve_fresh(model_id)
         check_model_allowed(self.principal, model.id)
         self.finish(model_object(model, int(self.bodhi.started_at)))
 
@@ -84,8 +91,20 @@ def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiA
                          code="engine_error")
 
 
-class InferenceHandler(BodhiHandler):
-    """POST an OpenAI request: validate, lease an engine, forward, relay the reply."""
+def drain_limit(cap: int) -> int:
+    """Bodies up to this size are read to the end (and dropped past ``cap``) so the client
+    gets its 413; reading 64 MiB over loopback costs the event loop tens of milliseconds."""
+    return max(4 * cap, 64 * 1024 * 1024)
+
+
+@web.stream_request_body
+class InferenceHandler(OpenAIHandler):
+    """POST an OpenAI request: validate, lease an engine, forward, relay the reply.
+
+    The body is streamed in so that no more than ``BodhiApp.max_body_size`` is ever held:
+    past the cap the rest is read and dropped, then 413 is answered (a client still sending
+    when the server hangs up sees a broken connection, not the 413). A declared length too
+    large even to drain is refused at once."""
 
     endpoint = ""
 
@@ -94,9 +113,39 @@ class InferenceHandler(BodhiHandler):
         self._upstream: UpstreamResponse | None = None
         self._status = 500  # what usage and metrics record, unless the request says more
         self._tokens = (0, 0)
+        self._client_gone = False
+        self._body_parts: list[bytes] | None = []
+        self._body_size = 0
+
+    async def prepare(self):
+        await super().prepare()
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > drain_limit(self.bodhi.max_body_size):
+            raise self._too_large()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_parts is not None:
+            if self._body_size > self.bodhi.max_body_size:
+                self._body_parts = None  # keep reading, but hold nothing
+            else:
+                self._body_parts.append(chunk)
+
+    def _too_large(self) -> BodhiAPIError:
+        cap = self.bodhi.max_body_size
+        return BodhiAPIError(413, f"The request body is larger than this server accepts "
+                             f"({cap} bytes; BodhiApp.max_body_size)",
+                             code="request_too_large")
+
+    def _body(self) -> bytes:
+        parts = self._body_parts
+        if parts is None:
+            raise self._too_large()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def on_connection_close(self):
         # the client left: dropping the engine connection makes llama-server stop generating
+        self._client_gone = True
         if self._upstream is not None:
             self._upstream.close()
         super().on_connection_close()
@@ -105,8 +154,10 @@ class InferenceHandler(BodhiHandler):
     @requires("write")
     async def post(self):
         started = time.perf_counter()
-        request = await self.bodhi.gateway.prepare(self.endpoint, self.request.body)
+        self.request.body = body = self._body()
+        request = await self.bodhi.gateway.prepare(self.endpoint, body)
         check_model_allowed(self.principal, request.model.id)
+        await self.bodhi.context_guard.check(request)  # hopeless prompts never reach it
         # from here on every outcome is counted; rejected requests above write nothing
         try:
             await self._serve(request)
@@ -178,6 +229,9 @@ class InferenceHandler(BodhiHandler):
             self._status = 200
             self._tokens = self.stream_counts(head, tail)
         except UpstreamError as e:
+            if self._client_gone:  # we closed the engine connection because the client left
+                self._status = CLIENT_GONE
+                return
             self._status = 502
             if not self.request.connection.stream.closed():
                 err = await self._engine_failed(engine, e)
@@ -206,10 +260,6 @@ class InferenceHandler(BodhiHandler):
                 pass
         return BodhiAPIError(502, f"The engine for '{engine.model.id}' failed while "
                              f"answering: {cause}", code="engine_error")
-
-
-#: recorded for a client that hung up before the reply ended (nginx's "client closed request")
-CLIENT_GONE = 499
 
 
 class _StreamAborted(Exception):

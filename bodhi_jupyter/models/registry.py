@@ -2,15 +2,22 @@
 
 Names resolve first against aliases (kept in the database; those from traitlets config are
 mirrored there at start-up) and then against the files that discovery found.
+
+Resolution never touches the disk: it uses the last scan. A listing or an unknown name asks
+for a rescan, which runs in a thread, at most once per ``rescan_interval``, shared by every
+caller waiting meanwhile, so clients sending mistyped names cannot make each request scan
+the Hugging Face cache.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
-from traitlets import Dict, Int, default
+from traitlets import Dict, Float, Int, default
 from traitlets.config import LoggingConfigurable
 
 from ..store.database import Database
@@ -115,12 +122,20 @@ class ModelRegistry(LoggingConfigurable):
         "the engine's default.",
     ).tag(config=True)
 
+    rescan_interval = Float(
+        5.0, help="Least seconds between two scans for model files. A model listing or an "
+        "unknown model name rescans the disk (off the event loop) when the last scan is at "
+        "least this old; 0 rescans every time.",
+    ).tag(config=True)
+
     def __init__(self, database: Database, discovery: ModelDiscovery | None = None, **kwargs):
         super().__init__(**kwargs)
         self.database = database
         self.discovery = discovery or ModelDiscovery(parent=self)
         self._files: dict[str, ModelFile] = {}
-        self._scanned = False
+        self._scanned_at: float | None = None  # monotonic time the last scan ended
+        self._scan: asyncio.Future | None = None
+        self.scans = 0
         self._aliases: dict[str, dict] = {}
 
     @default("aliases")
@@ -167,17 +182,42 @@ class ModelRegistry(LoggingConfigurable):
             }
 
     # -- files -----------------------------------------------------------------------------
-    def files(self, refresh: bool = False) -> dict[str, ModelFile]:
-        """The files of the last scan; ``refresh`` scans the disk again."""
-        if refresh or not self._scanned:
-            self._files = self.discovery.scan()
-            self._scanned = True
+    def files(self) -> dict[str, ModelFile]:
+        """The files of the last scan (the first call scans: at start-up)."""
+        if self._scanned_at is None:
+            self._store_scan(self.discovery.scan())
         return self._files
+
+    def _store_scan(self, files: dict[str, ModelFile]) -> None:
+        self._files = files
+        self._scanned_at = time.monotonic()
+        self.scans += 1
+
+    async def rescan(self) -> bool:
+        """Scan again in a thread unless the last scan is younger than ``rescan_interval``;
+        callers arriving during a scan share it. True when a scan ran for this call (the
+        files may have changed), False when throttled."""
+        if self._scan is None:
+            last = self._scanned_at
+            if last is not None and time.monotonic() - last < self.rescan_interval:
+                return False
+            self._scan = asyncio.ensure_future(self._scan_off_loop())
+        await asyncio.shield(self._scan)
+        return True
+
+    async def _scan_off_loop(self) -> None:
+        try:
+            self._store_scan(await asyncio.to_thread(self.discovery.scan))
+        except Exception as e:  # keep the last list; try again after the interval
+            self._scanned_at = time.monotonic()
+            self.log.error("bodhi: scanning for models failed: %s", e)
+        finally:
+            self._scan = None
 
     # -- resolution ------------------------------------------------------------------------
     def list_models(self) -> list[ResolvedModel]:
-        """Every alias and file; listing always rescans so new downloads show at once."""
-        files = self.files(refresh=True)
+        """Every alias and file of the last scan (``await rescan()`` first for new files)."""
+        files = self.files()
         out = []
         for name in sorted(self._aliases):
             try:
@@ -186,6 +226,16 @@ class ModelRegistry(LoggingConfigurable):
                 self.log.warning("bodhi: alias %s points at a missing model: %s", name, e)
         out.extend(self._from_file(f) for f in files.values() if f.id not in self._aliases)
         return out
+
+    async def resolve_fresh(self, name: str) -> ResolvedModel:
+        """``resolve``, rescanning (throttled) once when the name is unknown, so a model
+        downloaded a moment ago is found."""
+        try:
+            return self.resolve(name)
+        except ModelNotFound:
+            if not await self.rescan():
+                raise
+        return self.resolve(name)
 
     def resolve(self, name: str) -> ResolvedModel:
         alias = self._aliases.get(name)
@@ -209,11 +259,8 @@ class ModelRegistry(LoggingConfigurable):
                              resolved.request_defaults)
 
     def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
-        """Known ids come from the last scan (no disk access on the request path); an
-        unknown id triggers a rescan, so a model downloaded a moment ago is found."""
+        """Ids come from the last scan: no scan on the request path."""
         found = self.files().get(ref)
-        if found is None:
-            found = self.files(refresh=True).get(ref)
         if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():
             p = Path(ref)
             found = ModelFile(p.stem, str(p), "path", p.stat().st_size)

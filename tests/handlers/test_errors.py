@@ -187,11 +187,11 @@ async def test_wrong_method_is_json_405(client):
 async def test_unauthenticated_requests_are_refused_with_error_json(api_url, bodhi_app):
     async with httpx.AsyncClient(timeout=30) as anon:
         resp = await anon.get(f"{api_url}/models")
-        assert assert_error_shape(resp, 403)["type"] == "permission_error"
+        assert assert_error_shape(resp, 401, "invalid_api_key")["type"] == "invalid_request_error"
         resp = await anon.get(f"{api_url}/models",
                               headers={"Authorization": "Bearer wrong-token"})
-        assert_error_shape(resp, 403)
+        assert_error_shape(resp, 401, "invalid_api_key")
         resp = await anon.post(f"{api_url}/chat/completions",
                                json={"model": DEMO_MODEL_ID, "messages": MSG})
-        assert_error_shape(resp, 403)
+        assert_error_shape(resp, 401, "invalid_api_key")
     assert bodhi_app.supervisor.starts_total == 0

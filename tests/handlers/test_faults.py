@@ -8,7 +8,11 @@ import time
 import openai
 import pytest
 
+from sqlalchemy import select
+
 from bodhi_jupyter.engine.process import EngineState
+from bodhi_jupyter.store.orm import UsageRecord
+from bodhi_jupyter.usage import UsageQuery
 
 FAKE = "/models/fake.gguf"
 
@@ -149,6 +153,25 @@ async def test_client_disconnect_cancels_upstream(client, bodhi_app):
     (engine,) = bodhi_app.supervisor.engines.values()
     await until(lambda: "client disconnected" in engine.log_path.read_text(), timeout=5)
     await until(lambda: engine.in_flight == 0, timeout=5)
+
+
+async def test_a_client_leaving_mid_stream_is_499_not_an_engine_error(client, bodhi_app):
+    body = chat_body("fake-a", "[delay=0.2]", stream=True, max_tokens=50)
+    async with client.stream("POST", "chat/completions", json=body) as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                break  # hang up while the engine is between chunks
+    (engine,) = bodhi_app.supervisor.engines.values()
+    await until(lambda: engine.in_flight == 0, timeout=5)
+    await bodhi_app.usage.flush()
+    with bodhi_app.database.session() as s:
+        assert s.scalars(select(UsageRecord.status)).all() == [499]
+    (row,) = UsageQuery(bodhi_app.database).aggregate(["model"])[0]
+    assert (row["requests"], row["errors"]) == (1, 0)
+    metrics = (await client.get("../metrics")).text
+    assert 'bodhi_requests_total{endpoint="chat",model="fake-a",status="499"} 1.0' in metrics
+    assert 'status="502"' not in metrics
+    assert bodhi_app.supervisor.crashes_total == 0
 
 
 async def test_all_engines_busy_at_cap_gives_503(client, bodhi_app):

@@ -42,7 +42,7 @@ def hf_cache_model(_isolated_hf_home, smollm2_path):
     return "bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M"
 
 
-async def test_list_and_retrieve_models(openai_client, hf_cache_model):
+async def test_list_and_retrieve_models(hf_cache_model, openai_client):  # file first
     models = await openai_client.models.list()
     ids = {m.id for m in models.data}
     assert {DEMO_MODEL_ID, hf_cache_model} <= ids

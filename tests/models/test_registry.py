@@ -3,6 +3,8 @@ database, name resolution, and request defaults."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ from bodhi_jupyter.models.registry import (
     apply_request_defaults,
 )
 from bodhi_jupyter.store.orm import ModelAlias
+
+from ..conftest import until
+from .test_discovery import put_in_hf_cache
 
 DEMO = "smollm2-135m-instruct"
 DEMO_PROMPT = "You are a helpful assistant."
@@ -180,13 +185,85 @@ def test_alias_to_an_absolute_gguf_path(make_registry, tmp_path):
     assert m.server == ServerOptions(ctx_size=4096, parallel=2, chat_template="chatml")
 
 
-def test_a_model_added_after_the_first_scan_is_found(make_registry, models_dir):
-    registry = make_registry()
+async def test_a_model_added_after_the_first_scan_is_found(make_registry, models_dir):
+    registry = make_registry(rescan_interval=0)
     registry.sync_config_aliases()
     assert "late" not in registry.files()
     (models_dir / "late.gguf").write_bytes(b"GGUF")
 
-    assert registry.resolve("late").path == str(models_dir / "late.gguf")
+    with pytest.raises(ModelNotFound):
+        registry.resolve("late")  # resolution itself never scans
+    assert (await registry.resolve_fresh("late")).path == str(models_dir / "late.gguf")
+
+
+# -- rescans ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def counted_scans(monkeypatch):
+    """Each scan's thread, so tests see how many ran and that none ran on the loop."""
+    threads = []
+    original = ModelDiscovery.scan
+
+    def scan(self):
+        threads.append(threading.current_thread())
+        return original(self)
+
+    monkeypatch.setattr(ModelDiscovery, "scan", scan)
+    return threads
+
+
+async def test_unknown_names_share_throttled_scans_off_the_loop(make_registry, counted_scans):
+    registry = make_registry(rescan_interval=0)
+    registry.files()
+    assert len(counted_scans) == 1  # the start-up scan
+
+    async def lookup(name):
+        with pytest.raises(ModelNotFound):
+            await registry.resolve_fresh(name)
+
+    await asyncio.gather(*(lookup(f"typo-{i}") for i in range(25)))  # all at once: shared
+    assert len(counted_scans) == 2
+    assert counted_scans[1] is not threading.main_thread()
+    registry.rescan_interval = 30
+    for i in range(25):
+        await lookup(f"typo-{i}")  # one after another, within the interval: throttled
+    assert len(counted_scans) == 2
+
+
+async def test_a_listing_rescans_after_the_interval(make_registry, models_dir, counted_scans):
+    registry = make_registry(rescan_interval=0.3)
+    registry.files()
+    (models_dir / "late.gguf").write_bytes(b"GGUF")
+    assert await registry.rescan() is False  # too soon after the last scan
+
+    async def listed():
+        await registry.rescan()
+        return "late" in [m.id for m in registry.list_models()]
+
+    await until(listed, timeout=5)
+    assert len(counted_scans) == 2
+
+
+@pytest.mark.usefixtures("jp_serverapp")
+async def test_mistyped_names_do_not_rescan_per_request(client, bodhi_app,
+                                                         _isolated_hf_home, counted_scans):
+    bodhi_app.registry.rescan_interval = 1.0
+    before = len(counted_scans)
+    body = {"model": "smollm2-135m-instrcut", "messages": [{"role": "user", "content": "hi"}]}
+    replies = await asyncio.gather(*(client.post("chat/completions", json=body)
+                                     for _ in range(50)))
+    assert {r.status_code for r in replies} == {404}
+    assert len(counted_scans) - before <= 2
+    assert all(t is not threading.main_thread() for t in counted_scans[before:])
+
+    put_in_hf_cache(_isolated_hf_home, "someone/New-GGUF", "new-Q4_K_M.gguf")
+
+    async def listed():
+        ids = [m["id"] for m in (await client.get("models")).json()["data"]]
+        return "someone/New-GGUF:Q4_K_M" in ids
+
+    await until(listed, timeout=10, interval=0.1)
+    assert (await client.get("models/someone/New-GGUF:Q4_K_M")).status_code == 200
 
 
 # -- request defaults ----------------------------------------------------------------------
