@@ -2,8 +2,9 @@
 errors (unknown model, engines at their cap, a failing engine) become HTTP.
 
 ``type`` follows the API family a route belongs to. OpenAI routes use OpenAI's values:
-``invalid_request_error`` for every 4xx that is the request's fault (400, 404, 405, 409,
-413, 422), ``authentication_error`` (401), ``permission_error`` (403),
+``invalid_request_error`` for every 4xx that is the request's fault (400, 401, 404, 405,
+409, 413, 422; a bad key is OpenAI's ``invalid_request_error`` with ``invalid_api_key``),
+``permission_error`` (403),
 ``rate_limit_error`` (429) and ``server_error`` for every 5xx. OpenAI itself sends
 ``requests``/``tokens`` as the type of a 429; the openai and anthropic SDKs and LiteLLM map
 errors by status code alone, so the clearer ``rate_limit_error`` (also Anthropic's) costs
@@ -18,7 +19,6 @@ from .engine.supervisor import CapacityError, EngineUnavailable
 from .models.registry import ModelNotFound
 
 _OPENAI_TYPES = {
-    401: "authentication_error",
     403: "permission_error",
     429: "rate_limit_error",
 }
