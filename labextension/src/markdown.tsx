@@ -40,7 +40,7 @@ export interface ICodeActions {
 /** Hook for the benchmark: told when text is on screen. */
 declare global {
   interface Window {
-    bodhiRenderHook?: (text: string, at: number) => void;
+    bodhiRenderHook?: (text: string, at: number, streaming: boolean) => void;
   }
 }
 
@@ -89,7 +89,7 @@ export function Markdown(props: {
       if (codeActions && host.current) {
         addCodeButtons(host.current, codeActions);
       }
-      window.bodhiRenderHook?.(text, performance.timeOrigin + performance.now());
+      window.bodhiRenderHook?.(text, performance.timeOrigin + performance.now(), !!source);
     } finally {
       s.busy = false;
     }
@@ -105,7 +105,9 @@ export function Markdown(props: {
     }
   }, [render]);
 
-  React.useEffect(() => {
+  // a layout effect: its cleanup runs while the host is still in the document, which
+  // Lumino needs to detach the renderer
+  React.useLayoutEffect(() => {
     const renderer = rendermime.createRenderer('text/markdown');
     renderer.addClass('bodhi-Markdown');
     state.current.renderer = renderer;
@@ -120,10 +122,14 @@ export function Markdown(props: {
         state.current.frame = 0;
       }
       state.current.renderer = null;
-      if (renderer.isAttached) {
-        Widget.detach(renderer);
+      try {
+        if (renderer.isAttached) {
+          Widget.detach(renderer);
+        }
+        renderer.dispose();
+      } catch (e) {
+        console.warn('bodhi-jupyter: renderer cleanup', e);
       }
-      renderer.dispose();
     };
   }, [rendermime]);
 

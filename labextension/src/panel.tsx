@@ -52,6 +52,28 @@ function Elapsed(props: { since: number }): JSX.Element {
 
 const ANSI = new RegExp(String.fromCharCode(27) + '\\[[0-9;]*m', 'g');
 
+/** The first line of a message and the end of the log that follows it. */
+export function logEnd(text: string, lines = 12): string {
+  const all = text.split('\n');
+  return all.length <= lines + 1 ? text : [all[0], '…', ...all.slice(-lines)].join('\n');
+}
+
+function firstLine(text: string | undefined): string | undefined {
+  return text ? text.split('\n')[0].slice(0, 200) : undefined;
+}
+
+/** A traceback a small model can read: no colour codes, no rulers, the last lines only. */
+export function trimTraceback(lines: string[]): string {
+  return lines
+    .join('\n')
+    .replace(ANSI, '')
+    .split('\n')
+    .filter(l => !/^-{10,}\s*$/.test(l))
+    .slice(-20)
+    .join('\n')
+    .slice(-3000);
+}
+
 export class ChatPanelWidget extends ReactWidget implements IChatPanel {
   readonly controller: ChatController;
   sendWith = 'Enter';
@@ -101,9 +123,7 @@ export class ChatPanelWidget extends ReactWidget implements IChatPanel {
           err = o;
         }
       }
-      const trace = err
-        ? (err.traceback as string[]).join('\n').replace(ANSI, '').split('\n').slice(-20).join('\n').slice(-3000)
-        : '';
+      const trace = err ? trimTraceback(err.traceback as string[]) : '';
       text =
         trans.__('Fix the error in this cell. Reply with the corrected code.') +
         `\n\n\`\`\`${lang}\n${source}\n\`\`\`\n\n` +
@@ -252,6 +272,7 @@ function ModelBar(props: IViewProps & { onParams: () => void }): JSX.Element {
           </option>
         ))}
       </select>
+      <ModelInfo {...props} />
       <button className="bodhi-Button" title={trans.__('Parameters')} onClick={props.onParams}>
         {trans.__('Params')}
       </button>
@@ -259,6 +280,20 @@ function ModelBar(props: IViewProps & { onParams: () => void }): JSX.Element {
         {trans.__('New')}
       </button>
     </div>
+  );
+}
+
+function ModelInfo(props: IViewProps): JSX.Element | null {
+  const { controller: c, trans } = props;
+  const m = c.models.find(x => x.id === c.model);
+  if (!m) {
+    return null;
+  }
+  const state = c.modelState(m.id);
+  return (
+    <span className={`bodhi-ModelInfo bodhi-mod-${state.replace(' ', '-')}`} title={m.id}>
+      {`${m.source} · ${stateLabel(state, trans)}`}
+    </span>
   );
 }
 
@@ -292,6 +327,15 @@ function ParamsForm(props: IViewProps & { onClose: () => void }): JSX.Element {
   };
   return (
     <div className="bodhi-Params">
+      <div className="bodhi-Row bodhi-ParamsHead">
+        <strong>{trans.__('Parameters of this conversation')}</strong>
+        <button className="bodhi-Button bodhi-mod-accept" onClick={save}>
+          {trans.__('Save')}
+        </button>
+        <button className="bodhi-Button" onClick={props.onClose}>
+          {trans.__('Cancel')}
+        </button>
+      </div>
       {PARAM_FIELDS.map(f => {
         const placeholder = defaults[f.key] !== undefined ? trans.__('default: %1', show(defaults[f.key])) : trans.__('model default');
         const common = {
@@ -307,14 +351,6 @@ function ParamsForm(props: IViewProps & { onClose: () => void }): JSX.Element {
           </label>
         );
       })}
-      <div className="bodhi-Row">
-        <button className="bodhi-Button bodhi-mod-accept" onClick={save}>
-          {trans.__('Save')}
-        </button>
-        <button className="bodhi-Button" onClick={props.onClose}>
-          {trans.__('Cancel')}
-        </button>
-      </div>
     </div>
   );
 }
@@ -359,7 +395,7 @@ function Conversation(props: IViewProps): JSX.Element {
       {c.error && (
         <div className="bodhi-Error" role="alert">
           <strong>{c.error.title}</strong>
-          <pre>{c.error.detail}</pre>
+          <pre>{logEnd(c.error.detail)}</pre>
         </div>
       )}
       <div ref={end} />
@@ -429,7 +465,7 @@ function MessageView(
         <Markdown rendermime={rendermime} text={m.content} codeActions={m.role === 'assistant' ? props.codeActions : undefined} />
       )}
       {!streaming && m.status === 'cut_off' && (
-        <div className="bodhi-CutOff">{trans.__('Cut off: %1', s.error ?? trans.__('the reply did not finish'))}</div>
+        <div className="bodhi-CutOff">{trans.__('Cut off: %1', firstLine(s.error) ?? trans.__('the reply did not finish'))}</div>
       )}
       {!streaming && !editing && (
         <div className="bodhi-MessageFoot">
