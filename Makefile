@@ -57,8 +57,9 @@ js-check: setup
 test: setup system-deps browser-deps js-check
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
-bench: setup
+bench: setup browser-deps
 	$(BIN)/python bench/proxy_overhead.py
+	$(BIN)/python bench/panel.py
 
 clean:
 	rm -rf $(VENV) $(HUB_PROXY_DIR) build dist *.egg-info bodhi_jupyter/labextension \

@@ -29,6 +29,8 @@ message (chat), the prompt (completions) or the input (embeddings):
     [status=CODE]    reply with HTTP status CODE and an error JSON whose
                      message is "fake error CODE"
     [chunks=N]       number of tokens / stream chunks (overrides max_tokens)
+    [stamp=1]        each stream chunk's text is " @<ms since the epoch>" taken as it
+                     is written, so a client can tell how long the chunk took to arrive
 
 Process-level fault flags:
 
@@ -57,7 +59,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "fake-llama-server:"
-DIRECTIVE_RE = re.compile(r"\[(delay|crash-after|status|chunks)=([^\]\s]+)\]")
+DIRECTIVE_RE = re.compile(r"\[(delay|crash-after|status|chunks|stamp)=([^\]\s]+)\]")
 PUBLIC_PATHS = frozenset(("/health", "/v1/health"))
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -494,6 +496,8 @@ class Handler(BaseHTTPRequestHandler):
                     break
                 if delay:
                     time.sleep(delay)
+                if d.get("stamp"):
+                    tok = f" @{time.time() * 1000:.1f}"
                 self._raw_write(event(choice_for(tok, i == 0)))
                 sent += 1
                 srv.stats.add(predicted_tokens=1)

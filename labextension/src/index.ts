@@ -17,7 +17,10 @@ import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Panel } from '@lumino/widgets';
 
-import type { IPanelOptions, IChatPanel } from './panel';
+import type { IChatPanel, IPanelOptions } from './panel';
+
+/** What the shell needs to build the panel; the heavy services are looked up then. */
+type IShellOptions = Omit<IPanelOptions, 'rendermime' | 'notebooks'>;
 
 const PLUGIN_ID = 'bodhi-jupyter:plugin';
 const OPENED_KEY = 'bodhi-jupyter:opened-once';
@@ -40,7 +43,7 @@ export const CommandIds = {
 
 /** The sidebar entry: an empty box until it is first shown, then the real panel. */
 class LazyChatShell extends Panel {
-  constructor(private readonly options: IPanelOptions) {
+  constructor(private readonly options: IShellOptions) {
     super();
     this.id = 'bodhi-chat';
     this.addClass('bodhi-Shell');
@@ -51,8 +54,15 @@ class LazyChatShell extends Panel {
   /** The panel, loading its code on first use. */
   async panel(): Promise<IChatPanel> {
     if (!this._panel) {
-      this._panel = import('./panel').then(mod => {
-        const panel = mod.createChatPanel(this.options);
+      // rendermime and the notebook tracker are resolved here, on first use, so that
+      // JupyterLab's start does not have to activate them for us
+      const app = this.options.app;
+      this._panel = Promise.all([
+        import('./panel'),
+        app.resolveRequiredService(IRenderMimeRegistry),
+        app.resolveOptionalService(INotebookTracker)
+      ]).then(([mod, rendermime, notebooks]) => {
+        const panel = mod.createChatPanel({ ...this.options, rendermime, notebooks });
         this.addWidget(panel.widget);
         return panel;
       });
@@ -71,23 +81,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Chat with local LLMs and manage API tokens in the sidebar.',
   autoStart: true,
-  requires: [IRenderMimeRegistry],
-  optional: [
-    ILayoutRestorer,
-    ICommandPalette,
-    ISettingRegistry,
-    ITranslator,
-    INotebookTracker,
-    IStateDB
-  ],
+  optional: [ILayoutRestorer, ICommandPalette, ISettingRegistry, ITranslator, IStateDB],
   activate: (
     app: JupyterFrontEnd,
-    rendermime: IRenderMimeRegistry,
     restorer: ILayoutRestorer | null,
     palette: ICommandPalette | null,
     settingRegistry: ISettingRegistry | null,
     translator: ITranslator | null,
-    notebooks: INotebookTracker | null,
     state: IStateDB | null
   ) => {
     const trans = (translator ?? nullTranslator).load('bodhi_jupyter');
@@ -97,21 +97,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return null;
         })
       : Promise.resolve(null);
-    const shell = new LazyChatShell({
-      app,
-      rendermime,
-      trans,
-      settings,
-      notebooks
-    });
+    const shell = new LazyChatShell({ app, trans, settings });
+    // the notebook tracker, once the panel has looked it up (commands enable on it)
+    let notebooks: INotebookTracker | null = null;
     app.shell.add(shell, 'left', { rank: 150 });
     if (restorer) {
       restorer.add(shell, 'bodhi-chat');
     }
     const open = async () => {
       app.shell.activateById(shell.id);
-      return shell.panel();
+      const panel = await shell.panel();
+      notebooks = panel.notebooks;
+      return panel;
     };
+    const hasCell = () =>
+      notebooks ? !!notebooks.activeCell : app.shell.currentWidget?.hasClass('jp-NotebookPanel') ?? false;
 
     app.commands.addCommand(CommandIds.open, {
       label: trans.__('Open Local Model Chat'),
@@ -128,7 +128,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         kind === 'explain'
           ? trans.__('Start a chat about the active cell')
           : trans.__("Start a chat with the active cell's error"),
-      isEnabled: () => !!notebooks?.activeCell,
+      isEnabled: hasCell,
       execute: async () => {
         const panel = await open();
         await panel.askAboutCell(kind);
@@ -138,7 +138,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIds.fixError, cellCommand('fix'));
     app.commands.addCommand(CommandIds.sendSelection, {
       label: trans.__('Send Selection to Chat'),
-      isEnabled: () => !!notebooks?.activeCell,
+      isEnabled: hasCell,
       execute: async () => {
         const panel = await open();
         await panel.sendSelection();

@@ -75,6 +75,10 @@ export function Markdown(props: {
     }
     const text = source ? source.text : textRef.current;
     if (text === s.shown) {
+      // the same text, now final: only the code buttons may be new
+      if (codeActions && host.current) {
+        addCodeButtons(host.current, codeActions);
+      }
       return;
     }
     s.busy = true;

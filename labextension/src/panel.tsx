@@ -15,6 +15,10 @@ import { BodhiClient, IMessage } from './api';
 import { ChatController } from './chat';
 import { ICodeActions, Markdown } from './markdown';
 import { TokensView } from './tokens';
+
+// the panel's styles load with the panel, not at JupyterLab's start
+import '../style/base.css';
+import { firstLine, logEnd, trimTraceback } from './text';
 import { IThreadItem } from './tree';
 
 export interface IPanelOptions {
@@ -27,6 +31,7 @@ export interface IPanelOptions {
 
 export interface IChatPanel {
   widget: Widget;
+  notebooks: INotebookTracker | null;
   controller: ChatController;
   askAboutCell(kind: 'explain' | 'fix'): Promise<void>;
   sendSelection(): Promise<void>;
@@ -48,30 +53,6 @@ function Elapsed(props: { since: number }): JSX.Element {
     return () => window.clearInterval(t);
   }, []);
   return <>{Math.max(0, Math.floor((now - props.since) / 1000))}</>;
-}
-
-const ANSI = new RegExp(String.fromCharCode(27) + '\\[[0-9;]*m', 'g');
-
-/** The first line of a message and the end of the log that follows it. */
-export function logEnd(text: string, lines = 12): string {
-  const all = text.split('\n');
-  return all.length <= lines + 1 ? text : [all[0], '…', ...all.slice(-lines)].join('\n');
-}
-
-function firstLine(text: string | undefined): string | undefined {
-  return text ? text.split('\n')[0].slice(0, 200) : undefined;
-}
-
-/** A traceback a small model can read: no colour codes, no rulers, the last lines only. */
-export function trimTraceback(lines: string[]): string {
-  return lines
-    .join('\n')
-    .replace(ANSI, '')
-    .split('\n')
-    .filter(l => !/^-{10,}\s*$/.test(l))
-    .slice(-20)
-    .join('\n')
-    .slice(-3000);
 }
 
 export class ChatPanelWidget extends ReactWidget implements IChatPanel {
@@ -100,6 +81,10 @@ export class ChatPanelWidget extends ReactWidget implements IChatPanel {
 
   get widget(): Widget {
     return this;
+  }
+
+  get notebooks(): INotebookTracker | null {
+    return this.options.notebooks;
   }
 
   async askAboutCell(kind: 'explain' | 'fix'): Promise<void> {

@@ -8,24 +8,14 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { ApiError, BodhiClient, IPage, IToken, IUser, describeError } from './api';
+import { grantableScopes, snippet } from './text';
 
-const SCOPES = ['read', 'write', 'admin'];
 const EXPIRIES: [string, number | null][] = [
   ['Never', null],
   ['1 day', 86400],
   ['30 days', 30 * 86400],
   ['90 days', 90 * 86400]
 ];
-
-/** The scopes a person may give a token: theirs and those below it. */
-export function grantableScopes(userScope: string | undefined): string[] {
-  const i = SCOPES.indexOf(userScope ?? 'read');
-  return SCOPES.slice(0, Math.max(i, 0) + 1);
-}
-
-export function snippet(baseUrl: string, token: string): string {
-  return `from openai import OpenAI\n\nclient = OpenAI(base_url="${baseUrl}", api_key="${token}")`;
-}
 
 export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; models: string[]; user: IUser | null }): JSX.Element {
   const { api, trans, models, user } = props;

@@ -35,6 +35,20 @@ def engine_slots(lab) -> list[dict]:
         return json.loads(r.read())
 
 
+def reply_ends(page, within_s: float = 30):
+    """The last reply, once it has ended (Send is back): complete, or cut off by Stop when
+    the small model rambles past ``within_s`` (these tests do not need the whole answer)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    ready = page.locator(".bodhi-Send")
+    try:
+        ready.wait_for(timeout=within_s * 1000)
+    except PlaywrightTimeout:
+        page.locator(".bodhi-Stop").click()
+        ready.wait_for(timeout=10_000)
+    return page.locator(ASSISTANT).last
+
+
 def open_tab(page, name: str) -> None:
     page.locator(".bodhi-Tab", has_text=name).click()
 
@@ -143,6 +157,35 @@ def test_regenerate_makes_a_branch_to_switch_between(page, lab, artifacts):
     shot(page, artifacts, "light-branches")
     page.locator(ASSISTANT).last.locator(".bodhi-BranchNext").click()
     assert label.inner_text() == "2/2"
+    # edit the question and resend: a branch at the question, the old one kept
+    question = page.locator(".bodhi-Message.bodhi-mod-user").last
+    old_question = question.locator(".bodhi-MarkdownHost").inner_text()
+    question.locator(".bodhi-EditButton").click()
+    question.locator(".bodhi-Edit textarea").fill("Say hello.")
+    question.locator(".bodhi-Edit .bodhi-Button", has_text="Send").click()
+    reply_ends(page)
+    question = page.locator(".bodhi-Message.bodhi-mod-user").last
+    assert question.locator(".bodhi-BranchLabel").inner_text() == "2/2"
+    assert "Say hello." in question.locator(".bodhi-MarkdownHost").inner_text()
+    question.locator(".bodhi-BranchPrev").click()
+    assert question.locator(".bodhi-MarkdownHost").inner_text() == old_question
+    question.locator(".bodhi-BranchNext").click()
+
+
+def test_per_conversation_parameters_reach_the_engine(page, lab, artifacts):
+    page.locator(".bodhi-Button", has_text="New").click()
+    page.locator(".bodhi-Button", has_text="Params").click()
+    system = page.locator("#bodhi-param-system_prompt")
+    assert "You are a helpful assistant." in system.get_attribute("placeholder")  # alias default
+    page.locator("#bodhi-param-max_tokens").fill("3")
+    page.locator("#bodhi-param-seed").fill("7")
+    page.locator(".bodhi-Params .bodhi-Button", has_text="Save").click()
+    send(page, "Count from one to twenty.")
+    reply = page.locator(f"{ASSISTANT}[data-status=complete]").last
+    reply.wait_for(timeout=60_000)
+    assert "3 completion tokens" in reply.locator(".bodhi-Stats").inner_text()
+    conv = lab.api("bodhi/app/conversations")["data"][0]
+    assert conv["params"] == {"max_tokens": 3, "seed": 7}
 
 
 def test_a_reload_and_a_server_restart_keep_the_conversation(page, lab, artifacts):
@@ -158,8 +201,23 @@ def test_a_reload_and_a_server_restart_keep_the_conversation(page, lab, artifact
     item = page.locator(".bodhi-ListTitle", has_text="What is the capital")
     item.wait_for()
     shot(page, artifacts, "light-history")
+    # a second tab sees the same conversations
+    other = page.context.new_page()
+    other.goto(f"{lab.base}lab?token={TOKEN}")
+    other.wait_for_selector("#jupyterlab-splash", state="detached", timeout=90_000)
+    other.locator(".bodhi-Tab", has_text="History").click()
+    other.locator(".bodhi-ListTitle", has_text="What is the capital").wait_for()
+    other.close()
+    # the server goes away: the panel says so, and recovers by itself when it is back
     lab.stop()
+    open_tab(page, "Chat")
+    open_tab(page, "History")
+    banner = page.locator(".bodhi-Banner")
+    banner.wait_for(timeout=10_000)
+    assert "reconnecting" in banner.inner_text()
+    shot(page, artifacts, "light-server-gone")
     lab.start()
+    banner.wait_for(state="hidden", timeout=30_000)
     page.reload()
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=90_000)
     open_tab(page, "History")
@@ -242,7 +300,9 @@ def test_fix_this_error_starts_a_chat_with_the_traceback(page, lab, artifacts):
     asked = user.inner_text()
     assert "IndexError" in asked and "list index out of range" in asked
     assert "numbers[5]" in asked
-    page.locator(f"{ASSISTANT}[data-status=complete]").last.wait_for(timeout=120_000)
+    reply = reply_ends(page)
+    if reply.locator("pre").count():  # a streamed reply's code blocks get their buttons too
+        reply.locator(".bodhi-CodeInsert").first.wait_for(timeout=5000)
     shot(page, artifacts, "light-fix-error")
 
 
