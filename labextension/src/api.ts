@@ -8,6 +8,7 @@ import { ServerConnection } from '@jupyterlab/services';
 
 import { SSEParser, parseChatChunk, IChunkDelta } from './sse';
 
+
 export interface IModelInfo {
   id: string;
   source: string;
@@ -234,41 +235,4 @@ async function errorOf(resp: Response): Promise<ApiError> {
   return new ApiError(message, resp.status, code, type, retry > 0 ? retry : null);
 }
 
-/** What the person should read for an error, by what it means for them. */
-export function describeError(e: ApiError, trans: { __: (s: string, ...a: any[]) => string }): {
-  title: string;
-  detail: string;
-} {
-  if (e.serverGone) {
-    return {
-      title: trans.__('The server is gone'),
-      detail: trans.__('Reconnecting… (%1)', e.message)
-    };
-  }
-  if (e.status === 404 && e.code === 'model_not_found') {
-    return { title: trans.__('No such model'), detail: e.message };
-  }
-  if (e.status === 429) {
-    return {
-      title: trans.__('Rate limited'),
-      detail: e.retryAfter
-        ? trans.__('Try again in %1 s. %2', e.retryAfter, e.message)
-        : e.message
-    };
-  }
-  if (e.status === 503) {
-    return {
-      title: trans.__('All engines are busy'),
-      detail: e.retryAfter
-        ? trans.__('Capacity reached; try again in %1 s. %2', e.retryAfter, e.message)
-        : e.message
-    };
-  }
-  if (e.status === 502) {
-    return { title: trans.__('The engine failed'), detail: e.message };
-  }
-  if (e.status === 401 || e.status === 403) {
-    return { title: trans.__('Not allowed'), detail: e.message };
-  }
-  return { title: trans.__('Request failed (%1)', e.status), detail: e.message };
-}
+export { describeError } from './text';

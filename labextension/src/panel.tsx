@@ -341,7 +341,7 @@ function ParamsForm(props: IViewProps & { onClose: () => void }): JSX.Element {
 }
 
 function Conversation(props: IViewProps): JSX.Element {
-  const { controller: c, trans, rendermime, panel } = props;
+  const { controller: c, trans, panel } = props;
   const items = c.thread;
   const end = React.useRef<HTMLDivElement>(null);
   const codeActions = React.useMemo(() => panel.codeActions(), [panel]);
@@ -384,7 +384,6 @@ function Conversation(props: IViewProps): JSX.Element {
         </div>
       )}
       <div ref={end} />
-      {void rendermime}
     </div>
   );
 }

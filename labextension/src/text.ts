@@ -40,3 +40,44 @@ export function grantableScopes(userScope: string | undefined): string[] {
 export function snippet(baseUrl: string, token: string): string {
   return `from openai import OpenAI\n\nclient = OpenAI(base_url="${baseUrl}", api_key="${token}")`;
 }
+
+/** The parts of a failed request that decide what the person reads. */
+export interface IErrorLike {
+  status: number;
+  code: string | null;
+  message: string;
+  retryAfter: number | null;
+}
+
+type Trans = { __: (s: string, ...a: any[]) => string };
+
+/** What the person should read for an error, by what it means for them. */
+export function describeError(e: IErrorLike, trans: Trans): { title: string; detail: string } {
+  if (e.status === 0) {
+    return { title: trans.__('The server is gone'), detail: trans.__('Reconnecting… (%1)', e.message) };
+  }
+  if (e.status === 404 && e.code === 'model_not_found') {
+    return { title: trans.__('No such model'), detail: e.message };
+  }
+  if (e.status === 429) {
+    return {
+      title: trans.__('Rate limited'),
+      detail: e.retryAfter ? trans.__('Try again in %1 s. %2', e.retryAfter, e.message) : e.message
+    };
+  }
+  if (e.status === 503) {
+    return {
+      title: trans.__('All engines are busy'),
+      detail: e.retryAfter
+        ? trans.__('Capacity reached; try again in %1 s. %2', e.retryAfter, e.message)
+        : e.message
+    };
+  }
+  if (e.status === 502) {
+    return { title: trans.__('The engine failed'), detail: e.message };
+  }
+  if (e.status === 401 || e.status === 403) {
+    return { title: trans.__('Not allowed'), detail: e.message };
+  }
+  return { title: trans.__('Request failed (%1)', e.status), detail: e.message };
+}

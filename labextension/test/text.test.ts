@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 
-import { firstLine, grantableScopes, logEnd, snippet, trimTraceback } from '../src/text';
+import { describeError, firstLine, grantableScopes, logEnd, snippet, trimTraceback } from '../src/text';
 
 const ESC = String.fromCharCode(27);
 
@@ -40,4 +40,22 @@ test('a token never gets more than the person holds', () => {
 test('the snippet uses the real URL and the token', () => {
   const s = snippet('http://host:8888/user/a/bodhi/v1', 'bodhi_x');
   assert.ok(s.includes('OpenAI(base_url="http://host:8888/user/a/bodhi/v1", api_key="bodhi_x")'));
+});
+
+test('errors read by what they mean, with when to retry', () => {
+  const trans = { __: (s: string, ...a: unknown[]) => a.reduce((t: string, v, i) => t.replace(`%${i + 1}`, String(v)), s) };
+  const e = (status: number, code: string | null = null, retryAfter: number | null = null) => ({
+    status,
+    code,
+    retryAfter,
+    message: 'msg'
+  });
+  assert.equal(describeError(e(429, 'rate_limit_exceeded', 12), trans).detail, 'Try again in 12 s. msg');
+  assert.equal(describeError(e(503, 'capacity_exceeded', 5), trans).title, 'All engines are busy');
+  assert.ok(describeError(e(503, 'capacity_exceeded', 5), trans).detail.includes('5 s'));
+  assert.equal(describeError(e(502, 'engine_error'), trans).title, 'The engine failed');
+  assert.equal(describeError(e(0, 'server_gone'), trans).title, 'The server is gone');
+  assert.equal(describeError(e(404, 'model_not_found'), trans).title, 'No such model');
+  assert.equal(describeError(e(403, 'insufficient_scope'), trans).title, 'Not allowed');
+  assert.equal(describeError(e(418), trans).title, 'Request failed (418)');
 });

@@ -106,17 +106,19 @@ def test_an_engine_that_fails_to_start_is_reported_with_its_log(page, lab, artif
     page.locator(".bodhi-ModelPicker").select_option(DEMO_MODEL_ID)
 
 
-def test_a_reply_cannot_run_script(page, lab):
+def test_a_reply_cannot_run_script_and_math_is_typeset(page, lab):
     conv = lab.api("bodhi/app/conversations", {"title": "xss probe"})
     lab.api(f"bodhi/app/conversations/{conv['id']}/messages",
             {"role": "assistant", "content": "hi <img src=x onerror=\"window.__pwned=1\">"
-             "<script>window.__pwned=2</script>"})
+             "<script>window.__pwned=2</script>\n\nEuler: $e^{i\\pi} + 1 = 0$"})
     open_tab(page, "History")
     page.locator(".bodhi-ListTitle", has_text="xss probe").click()
     page.locator(f"{ASSISTANT} .jp-RenderedMarkdown").last.wait_for()
     page.wait_for_timeout(300)  # give an injected handler its chance to fire
     assert page.evaluate("window.__pwned") is None
     assert page.locator(".bodhi-Messages script").count() == 0
+    # and math is typeset (MathJax, through rendermime)
+    page.locator(f"{ASSISTANT} mjx-container").first.wait_for(timeout=15_000)
 
 
 def test_stop_cuts_the_reply_off_and_the_engine_stops(page, lab, artifacts):
