@@ -35,7 +35,7 @@ def engine_slots(lab) -> list[dict]:
         return json.loads(r.read())
 
 
-def reply_ends(page, within_s: float = 30):
+def reply_ends(page, within_s: float = 12):
     """The last reply, once it has ended (Send is back): complete, or cut off by Stop when
     the small model rambles past ``within_s`` (these tests do not need the whole answer)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
