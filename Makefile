@@ -9,11 +9,15 @@ PYTEST_ARGS ?=
 HUB_PROXY_DIR := .hub-proxy
 HUB_PROXY_PKG := configurable-http-proxy@4.6.3
 
-.PHONY: setup system-deps run test bench clean
+# the JupyterLab extension is built by `pip install`: rebuild when its sources change
+LABEXT_SRC := $(shell find labextension/src labextension/style labextension/schema -type f 2>/dev/null) \
+  labextension/package.json labextension/yarn.lock labextension/tsconfig.json
+
+.PHONY: setup system-deps browser-deps js-check run test bench clean
 
 setup: $(VENV)/.installed $(HUB_PROXY_DIR)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile $(LABEXT_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
@@ -37,11 +41,26 @@ system-deps:
 	  else echo "PostgreSQL tests need: sudo apt-get install -y postgresql"; fi; \
 	fi
 
-test: setup system-deps
+# Debian's chromium for the browser tests (playwright drives it; never `playwright install`)
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "Browser tests need: sudo apt-get install -y chromium"; fi; \
+	fi
+
+# TypeScript: type check, lint, unit tests (stream parser, branch tree); the lock file is
+# committed and must not change
+js-check: setup
+	cd labextension && export PATH="$(abspath $(BIN)):$$PATH" && CI=true jlpm install --immutable && jlpm check
+
+test: setup system-deps browser-deps js-check
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
-bench: setup
+bench: setup browser-deps
 	$(BIN)/python bench/proxy_overhead.py
+	$(BIN)/python bench/panel.py
 
 clean:
-	rm -rf $(VENV) $(HUB_PROXY_DIR) build dist *.egg-info
+	rm -rf $(VENV) $(HUB_PROXY_DIR) build dist *.egg-info bodhi_jupyter/labextension \
+	  labextension/node_modules labextension/lib labextension/lib-test

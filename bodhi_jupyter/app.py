@@ -17,10 +17,13 @@ from .auth.limits import RateLimiter
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
 from .context_guard import ContextGuard
+from .conversations import ConversationStore
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
 from .handlers import app as app_api
+from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
+from .handlers import models as models_api
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
 from .metrics import BodhiMetrics
@@ -70,6 +73,8 @@ class BodhiApp(ExtensionApp):
         self.tokens = TokenStore(self.database)
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
+        self.conversations = ConversationStore(self.database)
+        self.conversations.cut_off_streaming(server_owner())  # replies the last run left
         self.metrics = BodhiMetrics(self.supervisor)
         self.runtime_settings = self._runtime_settings()
         self.runtime_settings.apply_stored()  # after config: the database wins
@@ -82,6 +87,7 @@ class BodhiApp(ExtensionApp):
         self.handlers.extend(meta.default_handlers)
         self.handlers.extend(tokens.default_handlers)
         self.handlers.extend(app_api.default_handlers)
+        self.handlers.extend(conversations_api.default_handlers + models_api.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
 
     def _runtime_settings(self) -> RuntimeSettings:

@@ -364,3 +364,9 @@ PATHS.update({
         "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
         **_COMMON_ERRORS}}},
 })
+
+# -- app API: the panel's conversations and models (kept in their own module) -------------
+from .openapi_panel import add_panel_paths  # noqa: E402
+
+add_panel_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, query_param, PAGE_PARAMS,
+                page_of)

@@ -37,6 +37,8 @@ message (chat), the prompt (completions) or the input (embeddings):
     [chunks=N]       number of tokens / stream chunks (overrides max_tokens)
     [parse-error]    reply 500 with the message llama-server gives a request it
                      cannot parse ("Failed to parse messages: [json.exception...")
+    [stamp=1]        each stream chunk's text is " @<ms since the epoch>" taken as it
+                     is written, so a client can tell how long the chunk took to arrive
 
 Process-level fault flags:
 
@@ -67,7 +69,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "fake-llama-server:"
-DIRECTIVE_RE = re.compile(r"\[(delay|crash-after|status|chunks)=([^\]\s]+)\]")
+DIRECTIVE_RE = re.compile(r"\[(delay|crash-after|status|chunks|stamp)=([^\]\s]+)\]")
 PARSE_ERROR = ("Failed to parse messages: [json.exception.type_error.302] type must be "
                "string, but is number")  # llama-server's words, measured
 PUBLIC_PATHS = frozenset(("/health", "/v1/health"))
@@ -663,6 +665,8 @@ class Handler(BaseHTTPRequestHandler):
                     break
                 if delay:
                     time.sleep(delay)
+                if d.get("stamp"):
+                    tok = f" @{time.time() * 1000:.1f}"
                 self._raw_write(event(choice_for(tok, i == 0)))
                 sent += 1
                 srv.stats.add(predicted_tokens=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,3 +86,42 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     duration_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     status: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class Conversation(Base):
+    """A person's chat in the panel. ``title_auto`` until the person renames it: the title
+    then comes from the first exchange."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    title: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    title_auto: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    model: Mapped[str | None] = mapped_column(String(1024))
+    #: per-conversation request parameters (system_prompt, temperature, ...); unset = alias default
+    params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+
+
+class ConversationMessage(Base):
+    """One message. ``parent_id`` makes a tree: an edit or a regeneration is a sibling, so
+    no earlier answer is lost. ``status`` says whether a reply ended or was cut off."""
+
+    __tablename__ = "conversation_messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False,
+        index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    model: Mapped[str | None] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="complete")
+    #: prompt/completion tokens, tokens per second, time to first token, error text
+    stats: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

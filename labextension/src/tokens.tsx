@@ -1,0 +1,183 @@
+/**
+ * API tokens in the panel: create (a scope no higher than the person's role allows; the
+ * secret shown once with a ready-to-paste snippet for this server), list, deactivate,
+ * reactivate and delete (confirmed: it cannot be undone).
+ */
+import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
+import { TranslationBundle } from '@jupyterlab/translation';
+import * as React from 'react';
+
+import { ApiError, BodhiClient, IPage, IToken, IUser, describeError } from './api';
+import { grantableScopes, snippet } from './text';
+
+const EXPIRIES: [string, number | null][] = [
+  ['Never', null],
+  ['1 day', 86400],
+  ['30 days', 30 * 86400],
+  ['90 days', 90 * 86400]
+];
+
+export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; models: string[]; user: IUser | null }): JSX.Element {
+  const { api, trans, models, user } = props;
+  const [tokens, setTokens] = React.useState<IToken[]>([]);
+  const [error, setError] = React.useState<string | null>(null);
+  const [created, setCreated] = React.useState<IToken | null>(null);
+  const scopes = grantableScopes(user?.scope);
+  const [name, setName] = React.useState('');
+  const [scope, setScope] = React.useState(scopes.includes('write') ? 'write' : scopes[0]);
+  const [expiry, setExpiry] = React.useState(0);
+  const [picked, setPicked] = React.useState<string[]>([]);
+
+  const fail = (e: unknown) => setError(e instanceof ApiError ? `${describeError(e, trans).title}: ${e.message}` : String(e));
+  const load = async () => {
+    try {
+      setTokens((await api.json<IPage<IToken>>('app/tokens?page_size=200')).data);
+      setError(null);
+    } catch (e) {
+      fail(e);
+    }
+  };
+  React.useEffect(() => void load(), []);
+
+  const create = async () => {
+    try {
+      const body: Record<string, unknown> = { name: name.trim(), scope };
+      const seconds = EXPIRIES[expiry][1];
+      if (seconds) {
+        body.expires_in = seconds;
+      }
+      if (picked.length) {
+        body.models = picked;
+      }
+      setCreated(await api.json<IToken>('app/tokens', 'POST', body));
+      setName('');
+      setPicked([]);
+      await load();
+    } catch (e) {
+      fail(e);
+    }
+  };
+  const setStatus = async (t: IToken, status: string) => {
+    try {
+      await api.json(`app/tokens/${t.id}`, 'PUT', { status });
+      await load();
+    } catch (e) {
+      fail(e);
+    }
+  };
+  const remove = async (t: IToken) => {
+    const r = await showDialog({
+      title: trans.__('Delete API token'),
+      body: trans.__('Delete "%1" (%2…)? Programs using it stop working. This cannot be undone.', t.name, t.prefix),
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+    });
+    if (r.button.accept) {
+      try {
+        await api.json(`app/tokens/${t.id}`, 'DELETE');
+        await load();
+      } catch (e) {
+        fail(e);
+      }
+    }
+  };
+  const when = (s: string | null) => (s ? new Date(s).toLocaleString() : '—');
+
+  return (
+    <div className="bodhi-Tokens">
+      <form
+        className="bodhi-TokenForm"
+        onSubmit={e => {
+          e.preventDefault();
+          void create();
+        }}
+      >
+        <label className="bodhi-Param">
+          <span>{trans.__('Name')}</span>
+          <input className="bodhi-TokenName" value={name} required maxLength={255} onChange={e => setName(e.target.value)} />
+        </label>
+        <label className="bodhi-Param">
+          <span>{trans.__('Scope')}</span>
+          <select className="bodhi-TokenScope jp-mod-styled" value={scope} onChange={e => setScope(e.target.value)}>
+            {scopes.map(s => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="bodhi-Param">
+          <span>{trans.__('Expires')}</span>
+          <select className="jp-mod-styled" value={expiry} onChange={e => setExpiry(Number(e.target.value))}>
+            {EXPIRIES.map(([label], i) => (
+              <option key={label} value={i}>
+                {trans.__(label)}
+              </option>
+            ))}
+          </select>
+        </label>
+        <fieldset className="bodhi-Param">
+          <legend>{trans.__('Models (none ticked: all)')}</legend>
+          {models.map(m => (
+            <label key={m} className="bodhi-Check">
+              <input type="checkbox" checked={picked.includes(m)} onChange={e => setPicked(e.target.checked ? [...picked, m] : picked.filter(x => x !== m))} />
+              {m}
+            </label>
+          ))}
+        </fieldset>
+        <button className="bodhi-Button bodhi-mod-accept bodhi-TokenCreate" type="submit" disabled={!name.trim()}>
+          {trans.__('Create token')}
+        </button>
+      </form>
+      {created?.token && (
+        <div className="bodhi-Secret" role="status">
+          <strong>{trans.__('Copy this token now: it is shown only once.')}</strong>
+          <code className="bodhi-SecretValue">{created.token}</code>
+          <button className="bodhi-Button" onClick={() => Clipboard.copyToSystem(created.token!)}>
+            {trans.__('Copy token')}
+          </button>
+          <pre className="bodhi-Snippet">{snippet(api.openaiBaseUrl, created.token)}</pre>
+          <button className="bodhi-Button" onClick={() => Clipboard.copyToSystem(snippet(api.openaiBaseUrl, created.token!))}>
+            {trans.__('Copy snippet')}
+          </button>
+          <button className="bodhi-Button" onClick={() => setCreated(null)}>
+            {trans.__('Done')}
+          </button>
+        </div>
+      )}
+      {error && (
+        <div className="bodhi-Error" role="alert">
+          {error}
+        </div>
+      )}
+      <div className="bodhi-TokenList">
+        {tokens.length === 0 && <div className="bodhi-Empty">{trans.__('No API tokens yet.')}</div>}
+        {tokens.map(t => (
+          <div key={t.id} className={`bodhi-Token bodhi-mod-${t.status}`} data-token-id={t.id}>
+            <div className="bodhi-Row">
+              <strong>{t.name}</strong> <code>{t.prefix}…</code> <span className="bodhi-Badge">{t.scope}</span>
+              <span className="bodhi-Badge">{trans.__(t.status)}</span>
+            </div>
+            <div className="bodhi-ListMeta">
+              {trans.__('models: %1', t.models ? t.models.join(', ') : trans.__('all'))} · {trans.__('created %1', when(t.created_at))} ·{' '}
+              {trans.__('last used %1', when(t.last_used_at))} · {trans.__('expires %1', t.expires_at ? when(t.expires_at) : trans.__('never'))}
+            </div>
+            <div className="bodhi-Row">
+              {t.status === 'active' ? (
+                <button className="bodhi-IconButton" onClick={() => void setStatus(t, 'inactive')}>
+                  {trans.__('Deactivate')}
+                </button>
+              ) : t.status === 'inactive' ? (
+                <button className="bodhi-IconButton" onClick={() => void setStatus(t, 'active')}>
+                  {trans.__('Reactivate')}
+                </button>
+              ) : null}
+              <button className="bodhi-IconButton bodhi-mod-danger" onClick={() => void remove(t)}>
+                {trans.__('Delete')}
+              </button>
+            </div>
+          </div>
+        ))}
+      </div>
+    </div>
+  );
+}
