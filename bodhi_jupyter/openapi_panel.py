@@ -25,10 +25,12 @@ def add_panel_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
            for k in STATS if k not in ("error", "finish_reason")},
         "error": {"type": ["string", "null"], "maxLength": 10000},
         "finish_reason": {"type": ["string", "null"], "maxLength": 10000}}}
-    schemas.update({
+    panel_schemas = {
         "ConversationParams": params,
-        "Message": {"type": "object", "required": ["id", "conversation_id", "parent_id", "role",
-                                                   "content", "status", "created_at"],
+        "ConversationMessage": {
+                    "type": "object",
+                    "required": ["id", "conversation_id", "parent_id", "role", "content",
+                                 "status", "created_at"],
                     "properties": {
                         "id": {"type": "string"}, "conversation_id": {"type": "string"},
                         "parent_id": {"type": ["string", "null"]}, "role": {"enum": list(ROLES)},
@@ -44,7 +46,7 @@ def add_panel_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
                            "message_count": {"type": "integer", "minimum": 0}}},
         "Conversation": {"allOf": [ref("ConversationSummary"), {
             "type": "object", "required": ["messages"], "properties": {
-                "messages": {"type": "array", "items": ref("Message"),
+                "messages": {"type": "array", "items": ref("ConversationMessage"),
                              "description": "every branch, oldest first; parent_id makes "
                              "the tree"}}}]},
         "ConversationRequest": {
@@ -53,14 +55,14 @@ def add_panel_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
                           "pattern": r"\S"},
                 "model": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
                 "params": {"oneOf": [ref("ConversationParams"), {"type": "null"}]}}},
-        "MessageRequest": {
+        "ConversationMessageRequest": {
             "type": "object", "required": ["role"], "additionalProperties": False,
             "properties": {
                 "role": {"enum": list(ROLES)}, "content": {"type": "string"},
                 "parent_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
                 "model": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
                 "status": {"enum": list(STATUSES)}, "stats": stats}},
-        "MessageUpdate": {
+        "ConversationMessageUpdate": {
             "type": "object", "additionalProperties": False, "minProperties": 1,
             "properties": {"content": {"type": "string"}, "status": {"enum": list(STATUSES)},
                            "stats": stats}},
@@ -69,7 +71,10 @@ def add_panel_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
                                     "source": {"enum": ["alias", "hf-cache", "directory",
                                                         "package"]},
                                     "request_defaults": {"type": "object"}}},
-    })
+    }
+    clash = panel_schemas.keys() & schemas.keys()
+    assert not clash, f"schema names used twice: {sorted(clash)}"
+    schemas.update(panel_schemas)
     errors = {"400": error, "404": error}
     conv_id = path_param("conversation_id", "conversation id")
     msg_id = path_param("message_id", "message id")
@@ -112,10 +117,10 @@ def add_panel_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
                                 "Markdown: the thread ending at this message")], tag=tag)},
         "/app/conversations/{conversation_id}/messages": {"post": op(
             "Add a message; a sibling of an existing one makes a branch",
-            {"201": json(ref("Message"), "Created"), **errors}, params=[conv_id],
-            body=ref("MessageRequest"), tag=tag)},
+            {"201": json(ref("ConversationMessage"), "Created"), **errors}, params=[conv_id],
+            body=ref("ConversationMessageRequest"), tag=tag)},
         "/app/conversations/{conversation_id}/messages/{message_id}": {"put": op(
             "Update a reply while it streams, then mark it complete or cut off",
-            {"200": json(ref("Message")), **errors}, params=[conv_id, msg_id],
-            body=ref("MessageUpdate"), tag=tag)},
+            {"200": json(ref("ConversationMessage")), **errors}, params=[conv_id, msg_id],
+            body=ref("ConversationMessageUpdate"), tag=tag)},
     })
