@@ -19,6 +19,7 @@ from ..auth.identity import owner_name
 from ..auth.principal import Principal
 from ..auth.scopes import ROLE_SCOPE, narrower
 from ..auth.tokens import looks_like_token
+from ..engine.process import EngineFailed
 from ..engine.supervisor import CapacityError, EngineUnavailable
 from ..errors import BodhiAPIError, error_type, invalid
 
@@ -81,11 +82,18 @@ def visible_owner(principal: Principal, wanted: str | None,
     return None if wanted == "*" else wanted
 
 
+def engine_failure_as_http(e: EngineFailed) -> BodhiAPIError:
+    return BodhiAPIError(502, str(e), code="engine_error")
+
+
 @contextmanager
 def engine_errors_as_http():
-    """The supervisor's refusals as HTTP: all busy at the cap 503, failing engine 502."""
+    """The engine layer's refusals and failures as HTTP: all busy at the cap 503, an engine
+    that cannot start or answer 502."""
     try:
         yield
+    except EngineFailed as e:
+        raise engine_failure_as_http(e) from None
     except CapacityError as e:
         raise BodhiAPIError(503, str(e), code="capacity_exceeded",
                             headers={"Retry-After": "5"}) from None

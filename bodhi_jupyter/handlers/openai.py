@@ -3,19 +3,18 @@ supervisor. Response bodies from the engine are forwarded byte for byte."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections import deque
 
 from tornado import web
 
+from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..models.registry import ModelNotFound, ResolvedModel
 from ..usage import UsageEntry, counts_from_body, counts_from_stream_tail
-from .base import BodhiHandler, engine_errors_as_http, requires
+from .base import BodhiHandler, engine_errors_as_http, engine_failure_as_http, requires
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -118,22 +117,17 @@ class InferenceHandler(BodhiHandler):
             return  # the client already has the error event
 
     async def _forward(self, engine, request: PreparedRequest) -> None:
-        try:
-            resp = await engine.pool.request("POST", request.upstream_path, request.payload)
-        except UpstreamError as e:
-            raise await self._engine_failed(engine, e) from None
+        resp = await engine.forward(request.upstream_path, request.payload)
         self._upstream = resp
         try:
             if request.stream and resp.status == 200:
-                await self._relay_stream(resp, engine)
+                await self._relay_stream(resp)
                 return
             try:
                 body = await resp.read()
-            except UpstreamError as e:
-                if self.request.connection.stream.closed():
-                    self._status = CLIENT_GONE
-                    return  # the client left and we hung up on the engine: nothing to say
-                raise await self._engine_failed(engine, e) from None
+            except UpstreamError:
+                self._status = CLIENT_GONE
+                return  # the client left and we hung up on the engine: nothing to say
             if resp.status >= 400:
                 raise upstream_error(resp, body, request.model.id)
             self.set_header("Content-Type", resp.content_type or "application/json")
@@ -145,43 +139,43 @@ class InferenceHandler(BodhiHandler):
             self._upstream = None
             resp.close()
 
-    async def _relay_stream(self, resp: UpstreamResponse, engine) -> None:
+    async def _relay_stream(self, resp: UpstreamResponse) -> None:
+        """Each piece the engine sends is written to the client from the engine socket's
+        read callback: the first with the headers, the rest straight to the connection,
+        without awaiting a flush that has nothing left to wait for."""
         self.start_event_stream()
-        tail: deque[bytes] = deque(maxlen=3)  # the token counts come in the last events
+        connection = self.request.connection
+        tail = [b"", b"", b""]  # the token counts come in the last events
+
+        def sink(piece: bytes):
+            tail[0], tail[1], tail[2] = tail[1], tail[2], piece
+            if tail[1]:
+                sent = connection.write(piece)
+            else:  # the first piece: with the headers, as RequestHandler writes them
+                self.write(piece)
+                sent = self.flush()
+            if sent.done() and sent.exception() is not None:
+                resp.close()  # the client has gone: hanging up stops generation
+            return sent
+
         try:
-            async for chunk in resp.iter_chunks():
-                tail.append(chunk)
-                if not await self.send_event_bytes(chunk):
-                    resp.close()
-                    self._status = CLIENT_GONE
-                    return
+            await resp.relay(sink)
             self._status = 200
             self._tokens = counts_from_stream_tail(tail)
-        except UpstreamError as e:
+        except UpstreamError:
+            self._status = CLIENT_GONE
+        except EngineFailed as e:
             self._status = 502
-            if not self.request.connection.stream.closed():
-                err = await self._engine_failed(engine, e)
-                await self.send_event_bytes(self.error_event(err))
+            if not connection.stream.closed():
+                await self.send_event_bytes(self.error_event(engine_failure_as_http(e)))
             raise _StreamAborted() from None
         finally:
-            if not self._finished and not self.request.connection.stream.closed():
+            if not self._finished and not connection.stream.closed():
                 self._finish_raw()
 
     def _finish_raw(self) -> None:
         # APIHandler.finish() would force application/json onto event streams
         web.RequestHandler.finish(self)
-
-    async def _engine_failed(self, engine, e: Exception) -> BodhiAPIError:
-        """Name the cause: when the engine died, its exit code says more than the socket."""
-        cause = str(e)
-        if engine.proc is not None:
-            try:
-                code = await asyncio.wait_for(asyncio.shield(engine.proc.wait()), 1.0)
-                cause = f"llama-server exited with code {code}"
-            except asyncio.TimeoutError:
-                pass
-        return BodhiAPIError(502, f"The engine for '{engine.model.id}' failed while "
-                             f"answering: {cause}", code="engine_error")
 
 
 #: recorded for a client that hung up before the reply ended (nginx's "client closed request")
