@@ -41,25 +41,26 @@ class _Failures:
 class EngineSupervisor(LoggingConfigurable):
     """One llama-server per (owner, model configuration); the policy lives here."""
 
+    # runtime=True: may change while the server runs (bodhi/app/settings), see settings.py
     keep_alive = Int(
-        300,
+        300, min=-1,
         help="Seconds an engine stays loaded after its last response or stream ends; "
         "-1 keeps it until shutdown, 0 unloads it after every request.",
-    ).tag(config=True)
+    ).tag(config=True, runtime=True)
 
     max_loaded = Int(
-        3, help="Most engines loaded at once across all users; 0 for no limit."
-    ).tag(config=True)
+        3, min=0, help="Most engines loaded at once across all users; 0 for no limit."
+    ).tag(config=True, runtime=True)
 
     max_loaded_per_user = Int(
-        0, help="Most engines loaded at once for one user; 0 for no limit."
-    ).tag(config=True)
+        0, min=0, help="Most engines loaded at once for one user; 0 for no limit."
+    ).tag(config=True, runtime=True)
 
     capacity_timeout = Float(
-        30.0,
+        30.0, min=0,
         help="Seconds a request waits for an engine to become free when the cap is reached "
         "and every engine is busy, before it gets 503.",
-    ).tag(config=True)
+    ).tag(config=True, runtime=True)
 
     start_timeout = Float(
         180.0, help="Seconds an engine may take to answer GET /health with 200."
