@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.engine import make_url
 from traitlets import Bool, Float, TraitError, TraitType
 from traitlets.config import Config, Configurable
 
 from .errors import BodhiAPIError
-from .store.database import Database
-from .store.orm import Setting
+if TYPE_CHECKING:  # SQLAlchemy loads when settings are first read, not with the server
+    from .store.database import Database
 
 #: settings whose default is read from an environment variable
 ENV_DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -59,6 +57,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy understands: show nothing that could leak
@@ -93,6 +92,9 @@ class RuntimeSettings:
         return sorted(out, key=lambda t: t[0])
 
     def _stored(self) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from .store.orm import Setting
         with self.database.session() as s:
             return {row.key: row.value for row in s.scalars(select(Setting))}
 
@@ -159,6 +161,7 @@ class RuntimeSettings:
     def set(self, key: str, value: Any, by: str | None = None) -> SettingView:
         value = self.validate(key, value)
         obj, name, _ = self._mutable(key)
+        from .store.orm import Setting
         with self.database.session() as s, s.begin():
             row = s.get(Setting, key)
             if row is None:
@@ -172,6 +175,9 @@ class RuntimeSettings:
     def reset(self, key: str) -> SettingView:
         """Drop the run-time value: config (or the default) applies again."""
         obj, name, _ = self._mutable(key)
+        from sqlalchemy import delete
+
+        from .store.orm import Setting
         with self.database.session() as s, s.begin():
             s.execute(delete(Setting).where(Setting.key == key))
         setattr(obj, name, obj.trait_defaults(name))

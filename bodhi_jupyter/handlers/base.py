@@ -158,6 +158,7 @@ class BodhiHandler(APIHandler):
         return super().check_xsrf_cookie()
 
     async def prepare(self):
+        await self.bodhi.ready()  # storage opens in the background after start-up
         token = self.bodhi_token()
         if token is None:
             await super().prepare()
