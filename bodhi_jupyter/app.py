@@ -24,6 +24,7 @@ from .auth.identity import server_owner
 from .auth.limits import RateLimiter
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
+from .auth.verified_tokens import VerifiedTokens
 from .background import BackgroundTasks
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
@@ -67,6 +68,7 @@ class BodhiApp(ExtensionApp):
         self.gateway = InferenceGateway(self.registry)
         self.roles = RolePolicy(parent=self, log=self.log)
         self.tokens = TokenStore(self.database)
+        self.verified_tokens = VerifiedTokens()
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
         self.metrics = BodhiMetrics(self.supervisor)

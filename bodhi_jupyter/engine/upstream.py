@@ -256,10 +256,16 @@ class UpstreamResponse:
 class UpstreamPool:
     """Keeps idle connections to one engine and hands them out one request at a time."""
 
-    def __init__(self, host: str, port: int, api_key: str | None = None, max_idle: int = 64):
+    def __init__(self, host: str, port: int, api_key: str | None = None, max_idle: int = 64,
+                 keep_spare: bool = True):
         self.host, self.port, self.api_key, self.max_idle = host, port, api_key, max_idle
         self._idle: list[_Conn] = []
         self._closed = False
+        # llama-server closes the connection after every event stream, so each stream would
+        # dial the engine on its critical path: a spare, dialled while a stream is relayed,
+        # takes that off the next request's path
+        self.keep_spare = keep_spare
+        self._dialling: asyncio.Task | None = None
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self._fixed_headers = f"Host: {host}:{port}\r\n{auth}".encode()
 
@@ -327,8 +333,23 @@ class UpstreamPool:
             # llama-server closes the connection after every event stream despite its
             # Keep-Alive header; pooling it would only hand a dead socket to the next request
             conn.reusable = False
+            if self.keep_spare and not self._idle:
+                self._dial_spare()
         return UpstreamResponse(self, conn, code, reason[0] if reason else "", headers,
                                 on_failure)
+
+    def _dial_spare(self) -> None:
+        if self._dialling is None and not self._closed:
+            self._dialling = asyncio.get_running_loop().create_task(self._spare())
+
+    async def _spare(self) -> None:
+        try:
+            conn = await self._connect()
+        except OSError:
+            return  # the engine is gone or busy: the next request dials and reports it
+        finally:
+            self._dialling = None
+        self._release(conn)
 
     def _take(self) -> tuple[_Conn | None, bool]:
         while self._idle:
@@ -346,6 +367,8 @@ class UpstreamPool:
 
     def close(self) -> None:
         self._closed = True
+        if self._dialling is not None:
+            self._dialling.cancel()
         for conn in self._idle:
             conn.close()
         self._idle.clear()

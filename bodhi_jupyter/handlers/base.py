@@ -153,15 +153,25 @@ class BodhiHandler(APIHandler):
 
     def check_xsrf_cookie(self):
         # a request carrying its own bearer token is not cookie-authenticated: no XSRF risk
-        if self.bodhi_token() is not None:
+        if self.bodhi_token() is not None or self._token_reused:
             return None
         return super().check_xsrf_cookie()
+
+    _token_reused = False  # a Jupyter token verified moments ago (auth/verified_tokens.py)
 
     async def prepare(self):
         await self.bodhi.ready()  # storage opens in the background after start-up
         token = self.bodhi_token()
         if token is None:
+            verified = self.bodhi.verified_tokens
+            key = verified.key(self.request.headers)
+            user = verified.get(key)
+            if user is not None:  # Jupyter's identity provider skips a set user
+                self._token_reused = True
+                self.current_user = self._jupyter_current_user = user
             await super().prepare()
+            if user is None and self.token_authenticated:
+                verified.put(key, self.current_user)
             if self.current_user is not None and not self._finished:
                 self.bodhi.limiter.check(self.principal)
             return

@@ -17,7 +17,7 @@ import pytest
 
 from bodhi_jupyter.engine.upstream import UpstreamError, UpstreamPool
 
-from ..conftest import FAKE_SERVER
+from ..conftest import FAKE_SERVER, until
 
 KEY = "k"
 
@@ -77,7 +77,7 @@ def fake_server(tmp_path):
 
 @pytest.fixture
 def pool(fake_server):
-    p = UpstreamPool("127.0.0.1", fake_server.port, KEY)
+    p = UpstreamPool("127.0.0.1", fake_server.port, KEY, keep_spare=False)
     yield p
     p.close()
 
@@ -353,3 +353,23 @@ async def test_body_failure_is_turned_into_the_callers_error_unless_abandoned(po
                            on_failure=on_failure)
     with pytest.raises(EngineDied):
         await r.relay(lambda piece: None)
+
+
+async def test_a_spare_connection_is_dialled_while_a_stream_is_relayed(fake_server):
+    pool = UpstreamPool("127.0.0.1", fake_server.port, KEY)
+    try:
+        opened = count_connects(pool)
+        r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=3, stream=True))
+        await r.relay(lambda piece: None)
+        await until(lambda: len(pool._idle) == 1)
+        assert opened[0] == 2  # the stream's own, and the spare
+        (spare,) = pool._idle
+        assert spare is not r._conn and spare.alive
+
+        r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=3, stream=True))
+        assert r._conn is spare  # the next stream dials nothing on its way
+        await r.relay(lambda piece: None)
+        await until(lambda: len(pool._idle) == 1)
+        assert opened[0] == 3
+    finally:
+        pool.close()
