@@ -41,6 +41,10 @@ from .store.database import Database
 from .usage import UsageRecorder
 
 
+#: seconds after the server starts listening before storage opens in the background
+OPEN_STORAGE_AFTER_S = 1.0
+
+
 class BodhiApp(ExtensionApp):
     """bodhi-jupyter: an OpenAI-compatible API over llama.cpp inside Jupyter."""
 
@@ -142,8 +146,10 @@ class BodhiApp(ExtensionApp):
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _start_jupyter_server_extension(self, serverapp):
-        # runs once the server listens: opening storage now keeps it out of the start time
-        self.open_storage()
+        # runs once the server listens; a moment later (a request that needs the storage
+        # opens it at once), so that the import of SQLAlchemy does not compete for the GIL
+        # with the server's first requests
+        asyncio.get_running_loop().call_later(OPEN_STORAGE_AFTER_S, self.open_storage)
         for name in self.preload:
             self._tasks.spawn(self._preload(name), f"preload {name}")
 

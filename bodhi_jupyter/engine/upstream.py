@@ -29,10 +29,14 @@ _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2  # how the body ends
 _SIZE, _DATA, _TRAILER = 0, 1, 2  # where a chunked body's parser is
 
 
-class _Conn(asyncio.Protocol):
-    """One connection to the engine; reads one reply at a time."""
+class _Conn(asyncio.BufferedProtocol):
+    """One connection to the engine; reads one reply at a time.
+
+    A buffered protocol: the event loop reads into one buffer kept per connection
+    (``recv_into``), where a plain protocol would allocate 256 KiB for every read."""
 
     def __init__(self):
+        self._read_buffer = memoryview(bytearray(65536))
         self.transport: asyncio.Transport | None = None
         self.reusable = True
         self.lost = False
@@ -46,15 +50,24 @@ class _Conn(asyncio.Protocol):
         self._remaining = 0  # Content-Length left, or the current chunk's size
         self._chunk_state = _SIZE
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ------------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._read_buffer[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self._state == _BODY and self._framing == _CHUNKED and not self._buf:
+            self._consume_chunked(data)  # the common case: parse what came, copy nothing
+            return
         self._buf += data
         if self._state == _BODY:
             self._consume()
@@ -116,7 +129,9 @@ class _Conn(asyncio.Protocol):
     def _consume(self) -> None:
         buf = self._buf
         if self._framing == _CHUNKED:
-            self._consume_chunked()
+            data = bytes(buf)
+            buf.clear()
+            self._consume_chunked(data)
         elif self._framing == _LENGTH:
             take = min(len(buf), self._remaining)
             piece = bytes(buf[:take])
@@ -130,37 +145,38 @@ class _Conn(asyncio.Protocol):
             buf.clear()
             self._deliver(piece)
 
-    def _consume_chunked(self) -> None:
-        """Take every complete chunk in the buffer; deliver their payloads as one piece."""
-        buf, pos, pieces, done = self._buf, 0, [], False
+    def _consume_chunked(self, data: bytes) -> None:
+        """Take every complete chunk in ``data`` (the buffer is empty); deliver their
+        payloads as one piece and keep an incomplete rest for the next read."""
+        pos, end, pieces, done = 0, len(data), [], False
         try:
             while True:
                 if self._chunk_state == _DATA:
-                    if len(buf) - pos < self._remaining + 2:
+                    if end - pos < self._remaining + 2:
                         break
-                    pieces.append(buf[pos:pos + self._remaining])
+                    pieces.append(data[pos:pos + self._remaining])
                     pos += self._remaining + 2
                     self._chunk_state = _SIZE
                     continue
-                eol = buf.find(b"\r\n", pos)
+                eol = data.find(b"\r\n", pos)
                 if eol < 0:
                     break
-                line = buf[pos:eol]
+                line = data[pos:eol]
                 pos = eol + 2
                 if self._chunk_state == _TRAILER:
                     if not line:
                         done = True
                         break
                     continue
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                self._remaining = size
+                self._remaining = size = int(line.partition(b";")[0], 16)
                 self._chunk_state = _DATA if size else _TRAILER
         except ValueError:
             self._fail(UpstreamError("malformed chunked body from engine"))
             return
-        del buf[:pos]
+        if pos < end:
+            self._buf += data[pos:]
         if pieces:
-            self._deliver(b"".join(pieces))
+            self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
         if done:
             self._finish()
 
