@@ -250,13 +250,24 @@ class Client:
         self.stream_keepalive = True
 
     def _send(self, path: str, body: bytes) -> http.client.HTTPResponse:
-        # no silent retry: a retry would hide inside the timed region
-        try:
-            self.conn.request("POST", self.prefix + path, body, self.headers)
-            return self.conn.getresponse()
-        except (ConnectionError, http.client.HTTPException) as e:
-            self.conn.close()
-            raise BenchError(f"{self.name}: kept-alive connection failed: {e!r}") from e
+        # A server may close a kept-alive connection it found idle too long (llama-server
+        # after 5 s, which a loaded machine can reach mid-phase). Then the request is sent
+        # once more on a fresh connection; it is counted in "reconnects", never hidden.
+        for attempt in (0, 1):
+            try:
+                self.conn.request("POST", self.prefix + path, body, self.headers)
+                return self.conn.getresponse()
+            except (BrokenPipeError, ConnectionResetError,
+                    http.client.RemoteDisconnected) as e:
+                self.conn.close()
+                if attempt:
+                    raise BenchError(f"{self.name}: connection failed twice: {e!r}") from e
+                self.conn.connect()
+                self.connects += 1
+            except (ConnectionError, http.client.HTTPException) as e:
+                self.conn.close()
+                raise BenchError(f"{self.name}: kept-alive connection failed: {e!r}") from e
+        raise AssertionError("unreachable")
 
     def post(self, path: str, body: bytes) -> tuple[float, bytes]:
         """Seconds from send to the whole body read, and the body."""
@@ -307,9 +318,10 @@ def probe_stream_keepalive(client: Client) -> bool:
     client.stream_keepalive = True
     client.ttft("chat/completions", chat_body("Say yes.", max_tokens=2, stream=True))
     time.sleep(0.2)  # give a closing server time to send its FIN
+    connects = client.connects
     try:
         client.post("chat/completions", chat_body("hi", max_tokens=1, stream=False))
-        kept = True
+        kept = client.connects == connects  # a resend on a fresh connection means closed
     except BenchError:
         kept = False
         client.reconnect()
@@ -318,10 +330,19 @@ def probe_stream_keepalive(client: Client) -> bool:
     return kept
 
 
+def fresh_connections(*clients: Client) -> None:
+    """Before a timed phase: an engine may have closed a connection left idle meanwhile
+    (llama-server's keep-alive timeout), and a retry must not happen inside the timing."""
+    for c in clients:
+        c.reconnect()
+        c.connects -= 1  # planned, not a reconnect the server forced
+
+
 def latency_pairs(direct: Client, proxied: Client, pairs: int, warmup: int,
                   jupyter_pid: int, engine_pid: int) -> dict:
     path = "chat/completions"
     body = chat_body("Say hi.", max_tokens=1, stream=False)
+    fresh_connections(direct, proxied)
     for _ in range(warmup):
         direct.post(path, body)
         proxied.post(path, body)
@@ -349,6 +370,7 @@ def ttft_pairs(direct: Client, proxied: Client, pairs: int, warmup: int,
                max_tokens: int, text: str = "Tell me about the sea.") -> dict:
     path = "chat/completions"
     body = chat_body(text, max_tokens=max_tokens, stream=True)
+    fresh_connections(direct, proxied)
     for _ in range(warmup):
         direct.ttft(path, body)
         proxied.ttft(path, body)
