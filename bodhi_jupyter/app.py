@@ -1,10 +1,18 @@
 """The Jupyter server extension: wires storage, model registry and engine supervisor to
-the HTTP handlers, and stops every engine when the server stops."""
+the HTTP handlers, and stops every engine when the server stops.
+
+Start-up stays cheap: only configurables and handler classes are set up while the server
+starts. The database (SQLAlchemy, and Alembic when a migration is pending), the alias
+mirror, stored run-time settings and the first model scan happen in a background thread
+once the server is up; a request that needs them awaits ``ready()``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import threading
 import time
 
 from jupyter_server.extension.application import ExtensionApp
@@ -16,10 +24,13 @@ from .auth.identity import server_owner
 from .auth.limits import RateLimiter
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
+from .auth.verified_tokens import VerifiedTokens
+from .background import BackgroundTasks
 from .context_guard import ContextGuard
 from .conversations import ConversationStore
 from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
+from .errors import BodhiAPIError
 from .handlers import app as app_api
 from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
@@ -34,12 +45,16 @@ from .store.database import Database
 from .usage import UsageRecorder
 
 
+#: seconds after the server starts listening before storage opens in the background
+OPEN_STORAGE_AFTER_S = 1.0
+
+
 class BodhiApp(ExtensionApp):
     """bodhi-jupyter: an OpenAI-compatible API over llama.cpp inside Jupyter."""
 
     name = "bodhi_jupyter"
     version = __version__
-    description = __doc__
+    description = __doc__.split("\n\n")[0]
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
                RolePolicy, RateLimiter]
@@ -60,10 +75,8 @@ class BodhiApp(ExtensionApp):
     def initialize_settings(self):
         self.started_at = time.time()
         self.database = Database(parent=self, log=self.log)
-        self.database.upgrade()
         self.registry = ModelRegistry(self.database, ModelDiscovery(parent=self, log=self.log),
                                       parent=self, log=self.log)
-        self.registry.sync_config_aliases()
         self.launcher = LlamaServerLauncher(parent=self, log=self.log)
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
         atexit.register(self.supervisor.kill_all)  # if stop_extension never runs
@@ -71,16 +84,17 @@ class BodhiApp(ExtensionApp):
         self.context_guard = ContextGuard(lambda: self.launcher.extra_args, log=self.log)
         self.roles = RolePolicy(parent=self, log=self.log)
         self.tokens = TokenStore(self.database)
+        self.verified_tokens = VerifiedTokens()
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
         self.conversations = ConversationStore(self.database)
-        self.conversations.cut_off_streaming(server_owner())  # replies the last run left
         self.metrics = BodhiMetrics(self.supervisor)
         self.runtime_settings = self._runtime_settings()
-        self.runtime_settings.apply_stored()  # after config: the database wins
+        self._tasks = BackgroundTasks(self.log)
+        self._opening: concurrent.futures.Future | None = None
+        self._open_lock = threading.Lock()
+        self._ready = False
         self.settings["bodhi"] = self
-        self.log.info("bodhi: %d model(s) available; engine command %s",
-                      len(self.registry.list_models()), " ".join(self.launcher.binary()))
 
     def initialize_handlers(self):
         self.handlers.extend(openai.default_handlers)
@@ -101,11 +115,63 @@ class BodhiApp(ExtensionApp):
                 cli.merge(part)
         return RuntimeSettings(self.database, objects, self.config, cli, log=self.log)
 
+    # -- storage, opened off the event loop ------------------------------------------------
+    def _open_storage(self) -> None:
+        """Runs in a thread: migrate if needed, mirror config aliases, apply stored settings
+        (after config: the database wins), mark replies the last run left streaming as cut
+        off, and scan for models once."""
+        self.database.upgrade()
+        self.registry.sync_config_aliases()
+        self.runtime_settings.apply_stored()
+        self.conversations.cut_off_streaming(server_owner())  # replies the last run left
+        self.log.info("bodhi: %d model(s) available; engine command %s",
+                      len(self.registry.list_models()), " ".join(self.launcher.binary()))
+
+    def open_storage(self) -> concurrent.futures.Future:
+        """Start opening the storage (once); the future ends when it is open."""
+        with self._open_lock:
+            if self._opening is None:
+                self._opening = concurrent.futures.Future()
+                threading.Thread(target=self._run_open, name="bodhi-open-storage",
+                                 daemon=True).start()
+            return self._opening
+
+    def _run_open(self) -> None:
+        try:
+            self._open_storage()
+        except BaseException as e:
+            self.log.error("bodhi: could not open the database %s: %s", self.database.url, e)
+            self._opening.set_exception(e)
+            return
+        self._ready = True
+        self._opening.set_result(None)
+
+    async def ready(self) -> None:
+        """Wait until storage is open; 503 if opening it failed. Free once it is open."""
+        if self._ready:
+            return
+        try:
+            await asyncio.wrap_future(self.open_storage())
+        except Exception as e:
+            raise BodhiAPIError(503, f"The bodhi database could not be opened: {e}",
+                                code="storage_unavailable") from None
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Blocking ``ready()``, for callers outside the event loop."""
+        self.open_storage().result(timeout)
+
+    # -- lifecycle -------------------------------------------------------------------------
     async def _start_jupyter_server_extension(self, serverapp):
-        self._preloading = [asyncio.ensure_future(self._preload(name)) for name in self.preload]
+        # runs once the server listens; a moment later (a request that needs the storage
+        # opens it at once), so that the import of SQLAlchemy does not compete for the GIL
+        # with the server's first requests
+        asyncio.get_running_loop().call_later(OPEN_STORAGE_AFTER_S, self.open_storage)
+        for name in self.preload:
+            self._tasks.spawn(self._preload(name), f"preload {name}")
 
     async def _preload(self, name: str) -> None:
         try:
+            await self.ready()
             model = self.registry.resolve(name)
             async with self.supervisor.lease(server_owner(), model):
                 pass
@@ -114,8 +180,11 @@ class BodhiApp(ExtensionApp):
 
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))
+        await self._tasks.cancel_all()
         await self.supervisor.shutdown()
         atexit.unregister(self.supervisor.kill_all)
+        if self._opening is not None:  # let a start-up migration finish before closing
+            await asyncio.wait([asyncio.wrap_future(self._opening)], timeout=30)
         await asyncio.to_thread(self.usage.close)
         self.database.dispose()
 

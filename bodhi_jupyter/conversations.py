@@ -14,12 +14,13 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-
-from sqlalchemy import delete, exists, func, or_, select
+from typing import TYPE_CHECKING
 
 from .errors import BodhiAPIError, invalid
 from .store.database import Database
-from .store.orm import Conversation, ConversationMessage
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when storage is first used, not at start-up
+    from .store.orm import Conversation, ConversationMessage
 
 ROLES = ("system", "user", "assistant")
 #: "streaming" while the panel is still writing a reply; "cut_off" when it never finished
@@ -239,6 +240,7 @@ class ConversationStore:
         self.database = database
 
     def _own(self, s, owner: str, conversation_id: str) -> Conversation:
+        from .store.orm import Conversation
         row = s.get(Conversation, conversation_id)
         if row is None or row.owner != owner:
             raise not_found(conversation_id)
@@ -246,6 +248,7 @@ class ConversationStore:
 
     def create(self, owner: str, title: str | None = None, model: str | None = None,
                params: dict | None = None) -> ConversationRecord:
+        from .store.orm import Conversation
         now = datetime.now(timezone.utc)
         row = Conversation(id=uuid.uuid4().hex, owner=owner, title=title or "",
                            title_auto=title is None, model=model, params=params or {},
@@ -257,6 +260,8 @@ class ConversationStore:
     def list(self, owner: str, query: str | None = None, offset: int = 0,
              limit: int = 50) -> tuple[list[ConversationRecord], int]:
         """Newest activity first; ``query`` matches titles and message text, ignoring case."""
+        from sqlalchemy import exists, func, or_, select
+        from .store.orm import Conversation, ConversationMessage
         counts = (select(ConversationMessage.conversation_id,
                          func.count().label("n"))
                   .group_by(ConversationMessage.conversation_id).subquery())
@@ -280,6 +285,8 @@ class ConversationStore:
 
     def get(self, owner: str, conversation_id: str) -> ConversationRecord:
         """One conversation with all its messages (every branch), oldest first."""
+        from sqlalchemy import select
+        from .store.orm import ConversationMessage
         with self.database.session() as s:
             row = self._own(s, owner, conversation_id)
             messages = [MessageRecord.of(m) for m in s.scalars(
@@ -303,6 +310,8 @@ class ConversationStore:
         return self.get(owner, conversation_id)
 
     def delete(self, owner: str, conversation_id: str) -> None:
+        from sqlalchemy import delete
+        from .store.orm import ConversationMessage
         with self.database.session() as s, s.begin():
             row = self._own(s, owner, conversation_id)
             # explicit, so that a database without foreign-key enforcement keeps none
@@ -313,6 +322,7 @@ class ConversationStore:
     def add_message(self, owner: str, conversation_id: str, role: str, content: str,
                     parent_id: str | None = None, model: str | None = None,
                     status: str = "complete", stats: dict | None = None) -> MessageRecord:
+        from .store.orm import ConversationMessage
         if role not in ROLES:
             raise invalid(f"'role' must be one of {', '.join(ROLES)}", param="role")
         now = datetime.now(timezone.utc)
@@ -339,6 +349,7 @@ class ConversationStore:
                        content: str | None = None, status: str | None = None,
                        stats: dict | None = None) -> MessageRecord:
         """A streaming reply is written as it grows, then marked complete or cut off."""
+        from .store.orm import ConversationMessage
         now = datetime.now(timezone.utc)
         with self.database.session() as s, s.begin():
             conv = self._own(s, owner, conversation_id)
@@ -358,6 +369,8 @@ class ConversationStore:
     def cut_off_streaming(self, owner: str) -> int:
         """At server start: the owner's replies that were streaming when it stopped never
         finished. (Only the owner's: a shared database serves other people's servers.)"""
+        from sqlalchemy import select
+        from .store.orm import Conversation, ConversationMessage
         with self.database.session() as s, s.begin():
             rows = list(s.scalars(
                 select(ConversationMessage).join(Conversation).where(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from .engine.process import EngineFailed
 from .engine.supervisor import CapacityError, EngineUnavailable
 from .models.registry import ModelNotFound
 
@@ -92,6 +93,8 @@ def as_http(exc: BaseException | None) -> BodhiAPIError | None:
     if isinstance(exc, CapacityError):
         return BodhiAPIError(503, str(exc), code="capacity_exceeded",
                              headers={"Retry-After": "5"})
+    if isinstance(exc, EngineFailed):  # died or broke off while answering
+        return BodhiAPIError(502, str(exc), code="engine_error")
     if isinstance(exc, EngineUnavailable):
         headers = {"Retry-After": str(int(exc.retry_after) + 1)} if exc.retry_after else {}
         return BodhiAPIError(502, str(exc), code="engine_unavailable", headers=headers)

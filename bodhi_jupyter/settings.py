@@ -1,5 +1,6 @@
 """Every effective setting of the bodhi configurables, where its value came from, and the few
-that may change while the server runs.
+that may change while the server runs: those whose trait is tagged ``runtime=True``, within
+the trait's own bounds (``min=``/``max=``).
 
 Precedence, highest first: database (set at run time through the API) > command line >
 config file > environment > default. Run-time values are stored in the ``settings`` table,
@@ -11,26 +12,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.engine import make_url
-from traitlets import Bool, Float, Integer, TraitError
+from traitlets import Bool, Float, TraitError, TraitType
 from traitlets.config import Config, Configurable
 
 from .errors import BodhiAPIError
-from .store.database import Database
-from .store.orm import Setting
-
-#: settings that may change at run time, with the smallest value each accepts
-MUTABLE: dict[str, float] = {
-    "EngineSupervisor.keep_alive": -1,
-    "EngineSupervisor.max_loaded": 0,
-    "EngineSupervisor.max_loaded_per_user": 0,
-    "EngineSupervisor.capacity_timeout": 0,
-    "RateLimiter.per_token": 0,
-    "RateLimiter.per_user": 0,
-}
+if TYPE_CHECKING:  # SQLAlchemy loads when settings are first read, not with the server
+    from .store.database import Database
 
 #: settings whose default is read from an environment variable
 ENV_DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -53,6 +42,11 @@ class SettingView:
                 "mutable": self.mutable, "help": self.help}
 
 
+def runtime_mutable(trait: TraitType) -> bool:
+    """May this setting change while the server runs (tagged ``runtime=True``)?"""
+    return bool(trait.metadata.get("runtime"))
+
+
 def _configured(config: Config | None, section: str, name: str) -> bool:
     return bool(config) and section in config and name in config[section]
 
@@ -63,6 +57,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy understands: show nothing that could leak
@@ -97,11 +92,15 @@ class RuntimeSettings:
         return sorted(out, key=lambda t: t[0])
 
     def _stored(self) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from .store.orm import Setting
         with self.database.session() as s:
             return {row.key: row.value for row in s.scalars(select(Setting))}
 
-    def _source(self, key: str, section: str, name: str, stored: dict) -> str:
-        if key in stored and key in MUTABLE:
+    def _source(self, key: str, section: str, name: str, stored: dict,
+                trait: TraitType) -> str:
+        if key in stored and runtime_mutable(trait):
             return "database"
         if _configured(self.cli_config, section, name):
             return "command line"
@@ -118,9 +117,9 @@ class RuntimeSettings:
             value = getattr(obj, name)
             if key == "Database.url":
                 value = _mask_url(value)
-            views.append(SettingView(key, _jsonable(value), self._source(key, section, name,
-                                                                          stored),
-                                     key in MUTABLE, (trait.help or "").strip()))
+            views.append(SettingView(key, _jsonable(value),
+                                     self._source(key, section, name, stored, trait),
+                                     runtime_mutable(trait), (trait.help or "").strip()))
         return views
 
     def get(self, key: str) -> SettingView:
@@ -131,22 +130,22 @@ class RuntimeSettings:
 
     # -- changing --------------------------------------------------------------------------
     def _mutable(self, key: str):
-        """The live object and trait name of a setting that may change, or a 4xx."""
+        """The live object, trait name and trait of a setting that may change, or a 4xx."""
         section, _, name = key.partition(".")
         obj = self.objects.get(section)
-        if obj is None or not name or not obj.has_trait(name) or not obj.trait_metadata(
-                name, "config"):
+        trait = obj.traits(config=True).get(name) if obj is not None and name else None
+        if trait is None:
             raise BodhiAPIError(404, f"No such setting: {key}", code="setting_not_found")
-        if key not in MUTABLE:
+        if not runtime_mutable(trait):
             raise BodhiAPIError(400, f"The setting {key} cannot change while the server runs; "
                                 "set it in config and restart", code="setting_not_mutable",
                                 param="key")
-        return obj, name
+        return obj, name, trait
 
     def validate(self, key: str, value: Any) -> Any:
-        """The value as the trait would hold it; 400 naming ``value`` when it does not fit."""
-        obj, name = self._mutable(key)
-        trait = obj.traits()[name]
+        """The value as the trait would hold it (its type and bounds); 400 naming ``value``
+        when it does not fit."""
+        obj, name, trait = self._mutable(key)
         if isinstance(value, bool) and not isinstance(trait, Bool):
             raise BodhiAPIError(400, f"{key} must be a number, not a boolean",
                                 code="invalid_value", param="value")
@@ -157,14 +156,12 @@ class RuntimeSettings:
         except TraitError as e:
             raise BodhiAPIError(400, f"Invalid value for {key}: {e}", code="invalid_value",
                                 param="value") from None
-        if isinstance(trait, (Integer, Float)) and value < MUTABLE[key]:
-            raise BodhiAPIError(400, f"{key} must be >= {MUTABLE[key]:g}",
-                                code="invalid_value", param="value")
         return value
 
     def set(self, key: str, value: Any, by: str | None = None) -> SettingView:
         value = self.validate(key, value)
-        obj, name = self._mutable(key)
+        obj, name, _ = self._mutable(key)
+        from .store.orm import Setting
         with self.database.session() as s, s.begin():
             row = s.get(Setting, key)
             if row is None:
@@ -177,14 +174,17 @@ class RuntimeSettings:
 
     def reset(self, key: str) -> SettingView:
         """Drop the run-time value: config (or the default) applies again."""
-        obj, name = self._mutable(key)
+        obj, name, _ = self._mutable(key)
+        from sqlalchemy import delete
+
+        from .store.orm import Setting
         with self.database.session() as s, s.begin():
             s.execute(delete(Setting).where(Setting.key == key))
         setattr(obj, name, obj.trait_defaults(name))
         section = key.partition(".")[0]
         if _configured(self.config, section, name):
-            # traitlets' own loading, of this one value (handles command-line strings)
-            obj._load_config(Config({section: {name: self.config[section][name]}}))
+            # traitlets' own loading of this one value (it parses command-line strings)
+            obj.update_config(Config({section: {name: self.config[section][name]}}))
         self._info("bodhi: setting %s reset to %r", key, getattr(obj, name))
         return self.get(key)
 
@@ -194,7 +194,7 @@ class RuntimeSettings:
         for key, value in self._stored().items():
             try:
                 value = self.validate(key, value)
-                obj, name = self._mutable(key)
+                obj, name, _ = self._mutable(key)
             except BodhiAPIError as e:
                 if self.log:
                     self.log.warning("bodhi: ignoring stored setting %s: %s", key, e.message)

@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, case, cast, func, insert, select
 
 from .errors import BodhiAPIError
-from .store.database import Database
-from .store.orm import ApiToken, UsageRecord
+if TYPE_CHECKING:  # SQLAlchemy loads when usage is first written or read
+    from .store.database import Database
 
 
 @dataclass
@@ -212,6 +212,9 @@ class UsageRecorder:
     def _write(self, batch: list[UsageEntry]) -> None:
         if not batch:
             return
+        from sqlalchemy import insert
+
+        from .store.orm import UsageRecord
         try:
             with self.database.engine.begin() as conn:  # Core: no ORM session to pay for
                 conn.execute(insert(UsageRecord.__table__), [_row(e) for e in batch])
@@ -270,6 +273,9 @@ class UsageQuery:
         self.database = database
 
     def _day(self):
+        from sqlalchemy import Date, cast, func
+
+        from .store.orm import UsageRecord
         if self.database.engine.dialect.name == "postgresql":
             return cast(func.timezone("UTC", UsageRecord.at), Date)
         return func.date(UsageRecord.at)  # SQLite keeps the UTC time as text
@@ -280,6 +286,9 @@ class UsageQuery:
         """Rows of ``{group keys..., requests, prompt_tokens, completion_tokens, errors,
         avg_duration_ms}`` and the number of groups. ``users`` None means everyone;
         ``until`` is exclusive. Times are compared in UTC."""
+        from sqlalchemy import case, func, select
+
+        from .store.orm import ApiToken, UsageRecord
         columns = {"model": UsageRecord.model, "token": UsageRecord.token_id,
                    "day": self._day(), "user": UsageRecord.user}
         keys = [columns[g].label(g if g != "token" else "token_id") for g in group_by]

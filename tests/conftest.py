@@ -87,8 +87,10 @@ def jp_server_config(bodhi_config):
 
 @pytest.fixture
 def bodhi_app(jp_serverapp):
-    """The running extension: its supervisor, registry and database."""
-    return jp_serverapp.extension_manager.extension_points["bodhi_jupyter"].app
+    """The running extension: its supervisor, registry and database (opened)."""
+    app = jp_serverapp.extension_manager.extension_points["bodhi_jupyter"].app
+    app.wait_ready(60)
+    return app
 
 
 @pytest.fixture

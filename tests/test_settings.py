@@ -21,10 +21,12 @@ from .handlers.test_errors import assert_error_shape
 
 # -- without HTTP ----------------------------------------------------------------------------
 class EngineSupervisor(LoggingConfigurable):  # stands in for the real one, same section name
-    keep_alive = Int(300, help="idle seconds").tag(config=True)
-    max_loaded = Int(3, help="cap").tag(config=True)
-    capacity_timeout = Float(30.0, help="wait").tag(config=True)
+    keep_alive = Int(300, min=-1, help="idle seconds").tag(config=True, runtime=True)
+    max_loaded = Int(3, min=0, help="cap").tag(config=True, runtime=True)
+    capacity_timeout = Float(30.0, min=0, help="wait").tag(config=True, runtime=True)
     start_timeout = Float(180.0, help="start").tag(config=True)
+    batch = Int(4, min=1, max=8, help="a knob only this class has").tag(config=True,
+                                                                       runtime=True)
 
 
 EngineSupervisor.__module__ = "bodhi_jupyter.fake"  # reported like bodhi's own classes
@@ -94,6 +96,36 @@ def test_stored_values_win_over_config_at_start(database):
     assert sup.keep_alive == 60
     restarted.apply_stored()
     assert (sup.keep_alive, sup.max_loaded, sup.start_timeout) == (0, 3, 180.0)
+
+
+def test_the_trait_says_what_may_change_and_within_which_bounds(database):
+    settings, sup = runtime(database, Config(), Config())
+    assert by_key(settings.list())["EngineSupervisor.batch"].mutable
+    assert settings.set("EngineSupervisor.batch", 8).value == 8 and sup.batch == 8
+    for bad in (0, 9):
+        with pytest.raises(BodhiAPIError) as e:
+            settings.set("EngineSupervisor.batch", bad)
+        assert (e.value.status, e.value.code, e.value.param) == (400, "invalid_value", "value")
+    assert sup.batch == 8
+
+
+def test_the_real_classes_mark_their_run_time_settings():
+    from bodhi_jupyter.auth.limits import RateLimiter
+    from bodhi_jupyter.engine.supervisor import EngineSupervisor as Real
+    from bodhi_jupyter.settings import runtime_mutable
+
+    mutable = {f"{cls.__name__}.{name}" for cls in (Real, RateLimiter)
+               for name, trait in cls.class_traits(config=True).items()
+               if runtime_mutable(trait)}
+    assert mutable == {"EngineSupervisor.keep_alive", "EngineSupervisor.max_loaded",
+                       "EngineSupervisor.max_loaded_per_user",
+                       "EngineSupervisor.capacity_timeout", "RateLimiter.per_token",
+                       "RateLimiter.per_user"}
+    bounds = {n: Real.class_traits()[n].min for n in ("keep_alive", "max_loaded",
+                                                      "max_loaded_per_user",
+                                                      "capacity_timeout")}
+    assert bounds == {"keep_alive": -1, "max_loaded": 0, "max_loaded_per_user": 0,
+                      "capacity_timeout": 0}
 
 
 @pytest.mark.parametrize("key, value, status, code, param", [

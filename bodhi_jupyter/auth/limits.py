@@ -28,13 +28,13 @@ class RateLimiter(LoggingConfigurable):
     per_token = Integer(
         0, min=0,
         help="Requests per minute one bodhi API token may make (0: no limit).",
-    ).tag(config=True)
+    ).tag(config=True, runtime=True)
 
     per_user = Integer(
         0, min=0,
         help="Requests per minute one user may make, all their tokens and Jupyter logins "
         "together (0: no limit).",
-    ).tag(config=True)
+    ).tag(config=True, runtime=True)
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, **kwargs):
         super().__init__(**kwargs)

@@ -15,12 +15,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING
 
 from ..errors import BodhiAPIError
-from ..store.database import Database
-from ..store.orm import ApiToken
+if TYPE_CHECKING:  # SQLAlchemy loads when a query first runs, not with the server
+    from ..store.database import Database
+    from ..store.orm import ApiToken
 
 TOKEN_PREFIX = "bodhi_"
 PREFIX_LEN = len(TOKEN_PREFIX) + 8
@@ -89,6 +89,7 @@ class TokenStore:
                models: list[str] | None = None,
                groups: list[str] | tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
         """Returns the token itself (shown once) and its stored description."""
+        from ..store.orm import ApiToken
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires_at = (datetime.now(timezone.utc) + timedelta(seconds=expires_in)
                       if expires_in else None)
@@ -102,6 +103,9 @@ class TokenStore:
 
     def list(self, owner: str | None) -> list[TokenInfo]:
         """Tokens of ``owner``, newest first (everyone's when owner is None)."""
+        from sqlalchemy import select
+
+        from ..store.orm import ApiToken
         query = select(ApiToken).order_by(ApiToken.created_at.desc(), ApiToken.id)
         if owner is not None:
             query = query.where(ApiToken.owner == owner)
@@ -109,12 +113,14 @@ class TokenStore:
             return [TokenInfo.of(r) for r in s.scalars(query)]
 
     def get(self, token_id: str) -> TokenInfo | None:
+        from ..store.orm import ApiToken
         with self.database.session() as s:
             row = s.get(ApiToken, token_id)
             return TokenInfo.of(row) if row else None
 
     def update(self, token_id: str, name: str | None = None,
                status: str | None = None) -> TokenInfo | None:
+        from ..store.orm import ApiToken
         with self.database.session() as s, s.begin():
             row = s.get(ApiToken, token_id)
             if row is None:
@@ -127,6 +133,7 @@ class TokenStore:
             return TokenInfo.of(row)
 
     def delete(self, token_id: str) -> bool:
+        from ..store.orm import ApiToken
         with self.database.session() as s, s.begin():
             row = s.get(ApiToken, token_id)
             if row is None:
@@ -157,6 +164,9 @@ class TokenStore:
         return info
 
     def _lookup(self, token: str, hashed: str) -> TokenInfo:
+        from sqlalchemy import select
+
+        from ..store.orm import ApiToken
         with self.database.session() as s:
             rows = s.scalars(select(ApiToken).where(ApiToken.prefix == token[:PREFIX_LEN]))
             for row in rows:
@@ -169,6 +179,7 @@ class TokenStore:
         if now - self._last_used_written.get(info.id, -_LAST_USED_EVERY) < _LAST_USED_EVERY:
             return
         self._last_used_written[info.id] = now
+        from ..store.orm import ApiToken
         with self.database.session() as s, s.begin():
             row = s.get(ApiToken, info.id)
             if row is not None:

@@ -7,6 +7,7 @@ import ctypes
 import enum
 import functools
 import hashlib
+import logging
 import os
 import secrets
 import signal
@@ -17,9 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..background import log_failure
 from ..models.registry import ResolvedModel
 from .launcher import LlamaServerLauncher
-from .upstream import UpstreamError, UpstreamPool
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
+
+_log = logging.getLogger(__name__)
 
 
 class EngineState(str, enum.Enum):
@@ -38,6 +42,15 @@ class EngineStartError(RuntimeError):
         super().__init__(message + (f"\n--- engine log ---\n{log_tail}" if log_tail else ""))
         self.summary = message
         self.log_tail = log_tail
+
+
+class EngineFailed(RuntimeError):
+    """The engine could not answer a request it had accepted (HTTP 502); ``cause`` names
+    why, its exit code when it died."""
+
+    def __init__(self, model_id: str, cause: str):
+        super().__init__(f"The engine for '{model_id}' failed while answering: {cause}")
+        self.model_id, self.cause = model_id, cause
 
 
 def free_port(host: str) -> int:
@@ -84,9 +97,11 @@ class EngineProcess:
 
     def __init__(self, owner: str, model: ResolvedModel, embedding: bool,
                  launcher: LlamaServerLauncher, log_dir: Path,
-                 on_exit: Callable[["EngineProcess"], None] | None = None):
+                 on_exit: Callable[["EngineProcess"], None] | None = None,
+                 log: logging.Logger | None = None):
         self.owner, self.model, self.embedding = owner, model, embedding
         self.launcher, self.on_exit = launcher, on_exit
+        self.log = log or _log
         self.id = engine_key(owner, model, embedding)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.id)
         self.log_path = Path(log_dir) / f"{safe}-{self.id}.log"
@@ -99,6 +114,7 @@ class EngineProcess:
         self.in_flight = 0
         self.exit_code: int | None = None
         self.command: list[str] = []
+        self._exited: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
 
     @property
@@ -135,7 +151,7 @@ class EngineProcess:
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         self.pool = UpstreamPool(host, self.port, api_key)
-        exited = asyncio.ensure_future(self.proc.wait())
+        exited = self._exited = asyncio.ensure_future(self.proc.wait())
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -160,6 +176,7 @@ class EngineProcess:
         self.started_at = time.time()
         self.last_used = time.monotonic()
         self._watcher = asyncio.ensure_future(self._watch(exited))
+        self._watcher.add_done_callback(lambda t: log_failure(t, self.log))
 
     async def _healthy(self) -> bool:
         try:
@@ -178,6 +195,31 @@ class EngineProcess:
             self.state = EngineState.STOPPED
         if self.on_exit:
             self.on_exit(self)
+
+    # -- requests ------------------------------------------------------------------------
+    async def forward(self, path: str, payload: bytes) -> UpstreamResponse:
+        """POST a request to the engine. Failing to get an answer, or losing the engine
+        while its body streams, raises ``EngineFailed`` with the cause."""
+        try:
+            return await self.pool.request("POST", path, payload, on_failure=self.failure)
+        except UpstreamError as e:
+            raise await self.failure(e) from None
+
+    async def failure(self, error: Exception) -> EngineFailed:
+        """What a broken exchange means: when the engine died (a broken socket is usually
+        the first sign; the exit shows a moment later), its exit code says more."""
+        if self._exited is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        return EngineFailed(self.model.id, self.exit_cause or str(error))
+
+    @property
+    def exit_cause(self) -> str | None:
+        """"llama-server exited with code N" once the process has ended, else None."""
+        code = self.proc.returncode if self.proc is not None else None
+        return None if code is None else f"llama-server exited with code {code}"
 
     # -- stop ------------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:

@@ -13,6 +13,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ..background import BackgroundTasks
 from ..request_id import log_suffix
 from ..models.registry import ResolvedModel
 from .launcher import LlamaServerLauncher
@@ -41,25 +42,26 @@ class _Failures:
 class EngineSupervisor(LoggingConfigurable):
     """One llama-server per (owner, model configuration); the policy lives here."""
 
+    # runtime=True: may change while the server runs (bodhi/app/settings), see settings.py
     keep_alive = Int(
-        300,
+        300, min=-1,
         help="Seconds an engine stays loaded after its last response or stream ends; "
         "-1 keeps it until shutdown, 0 unloads it after every request.",
-    ).tag(config=True)
+    ).tag(config=True, runtime=True)
 
     max_loaded = Int(
-        3, help="Most engines loaded at once across all users; 0 for no limit."
-    ).tag(config=True)
+        3, min=0, help="Most engines loaded at once across all users; 0 for no limit."
+    ).tag(config=True, runtime=True)
 
     max_loaded_per_user = Int(
-        0, help="Most engines loaded at once for one user; 0 for no limit."
-    ).tag(config=True)
+        0, min=0, help="Most engines loaded at once for one user; 0 for no limit."
+    ).tag(config=True, runtime=True)
 
     capacity_timeout = Float(
-        30.0,
+        30.0, min=0,
         help="Seconds a request waits for an engine to become free when the cap is reached "
         "and every engine is busy, before it gets 503.",
-    ).tag(config=True)
+    ).tag(config=True, runtime=True)
 
     start_timeout = Float(
         180.0, help="Seconds an engine may take to answer GET /health with 200."
@@ -97,8 +99,8 @@ class EngineSupervisor(LoggingConfigurable):
         self._starts: dict[str, asyncio.Future] = {}
         self._failures: dict[str, _Failures] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._changed = asyncio.Condition()
-        self._waiting = 0
+        self._tasks = BackgroundTasks(self.log)
+        self._changed: asyncio.Future | None = None  # resolved at the next change
         self._closing = False
         self.starts_total = 0
         self.crashes_total = 0
@@ -159,7 +161,7 @@ class EngineSupervisor(LoggingConfigurable):
     async def _start(self, key: str, owner: str, model: ResolvedModel,
                      embedding: bool) -> EngineProcess:
         engine = EngineProcess(owner, model, embedding, self.launcher, Path(self.log_dir),
-                               on_exit=self._on_exit)
+                               on_exit=self._on_exit, log=self.log)
         engine.in_flight = 1  # reserved for this request, so nobody evicts it meanwhile
         self.engines[key] = engine
         started = asyncio.get_running_loop().create_future()
@@ -224,7 +226,7 @@ class EngineSupervisor(LoggingConfigurable):
             del self.engines[engine.id]
         if engine.state == EngineState.CRASHED:
             self.crashes_total += 1
-            cause = f"llama-server exited with code {engine.exit_code}"
+            cause = engine.exit_cause
             self._record_failure(engine.id, cause)
             self.log.error("bodhi: engine for %s crashed (%s); %d request(s) in flight. "
                            "Log tail:\n%s", engine.model.id, cause, engine.in_flight,
@@ -238,7 +240,8 @@ class EngineSupervisor(LoggingConfigurable):
             return
         loop = asyncio.get_running_loop()
         self._timers[engine.id] = loop.call_later(
-            max(self.keep_alive, 0), lambda: asyncio.ensure_future(self._idle_unload(engine)))
+            max(self.keep_alive, 0),
+            lambda: self._tasks.spawn(self._idle_unload(engine), f"unload {engine.id}"))
 
     async def _idle_unload(self, engine: EngineProcess) -> None:
         self._timers.pop(engine.id, None)
@@ -263,6 +266,7 @@ class EngineSupervisor(LoggingConfigurable):
         self._closing = True
         for key in list(self._timers):
             self._cancel_timer(key)
+        await self._tasks.cancel_all()
         engines = list(self.engines.values())
         self.engines.clear()
         await asyncio.gather(*(e.stop(self.stop_grace) for e in engines),
@@ -300,22 +304,16 @@ class EngineSupervisor(LoggingConfigurable):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        self._waiting += 1
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
         try:
-            async with self._changed:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await asyncio.wait_for(asyncio.shield(self._changed), remaining)
         except asyncio.TimeoutError:
             return False
-        finally:
-            self._waiting -= 1
         return True
 
     def _notify(self) -> None:
         """Wake requests waiting for capacity; free when nobody waits (the common case)."""
-        if not self._waiting:
-            return
-
-        async def notify():
-            async with self._changed:
-                self._changed.notify_all()
-        asyncio.ensure_future(notify())
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)

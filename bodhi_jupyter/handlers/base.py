@@ -155,6 +155,9 @@ class HandlerIdentity:
 
     def __init__(self, inner: IdentityProvider):
         self.inner = inner
+        # only Jupyter's own providers, whose token handling is known: JupyterHub's keeps
+        # its own cache of token owners and marks token requests for its XSRF check itself
+        self.reuses_tokens = type(inner).__module__ == IdentityProvider.__module__
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -163,6 +166,14 @@ class HandlerIdentity:
         token = handler.bodhi_token()
         if token is not None:
             return handler.sign_in_with_bodhi_token(token)
+        # a Jupyter token the server's provider accepted moments ago: skip its per-request
+        # work (token check, a fresh anonymous user, a login cookie API clients never use)
+        if self.reuses_tokens:
+            verified = handler.bodhi.verified_tokens
+            user = verified.get(verified.key(handler.request.headers))
+            if user is not None:
+                handler.jupyter_token_reused = True
+                return user
         user = await ensure_async(self.inner.get_user(handler))
         if (user is None and handler.api_key_clients and handler.request.method != "OPTIONS"
                 and not _refused_known_user(handler)):
@@ -170,7 +181,8 @@ class HandlerIdentity:
         return user
 
     def is_token_authenticated(self, handler: "BodhiHandler") -> bool:
-        return handler.bodhi_token() is not None or self.inner.is_token_authenticated(handler)
+        return (handler.bodhi_token() is not None or handler.jupyter_token_reused
+                or self.inner.is_token_authenticated(handler))
 
     def should_check_origin(self, handler: "BodhiHandler") -> bool:
         return handler.bodhi_token() is None and self.inner.should_check_origin(handler)
@@ -248,9 +260,18 @@ class BodhiHandler(APIHandler):
             token_id=info.id, token_name=info.name, models=info.models, groups=info.groups)
         return User(username=info.owner, name=info.owner)
 
+    #: set when the caller's Jupyter token was verified moments ago (auth/verified_tokens.py)
+    jupyter_token_reused = False
+
     async def prepare(self):
         bind_request_id(self.request_id)  # engine start-up lines of this request carry it
+        await self.bodhi.ready()  # storage opens in the background after start-up
         await super().prepare()
+        if (self.identity_provider.reuses_tokens and self.current_user is not None
+                and self.token_authenticated
+                and not (self.jupyter_token_reused or self.bodhi_token())):
+            verified = self.bodhi.verified_tokens
+            verified.put(verified.key(self.request.headers), self.current_user)
         if self.current_user is not None and not self._finished:
             # the API counts as use of the server (JupyterHub's culler reads this); the
             # stream handlers bypass APIHandler.finish, so it is counted here and at the end

@@ -3,16 +3,15 @@ supervisor. Response bodies from the engine are forwarded byte for byte."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from collections import deque
 
 from tornado import web
 
+from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
-from ..errors import BodhiAPIError
+from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
 from ..models.registry import ResolvedModel
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
@@ -113,7 +112,6 @@ class InferenceHandler(OpenAIHandler):
         self._upstream: UpstreamResponse | None = None
         self._status = 500  # what usage and metrics record, unless the request says more
         self._tokens = (0, 0)
-        self._client_gone = False
         self._body_parts: list[bytes] | None = []
         self._body_size = 0
 
@@ -145,7 +143,6 @@ class InferenceHandler(OpenAIHandler):
 
     def on_connection_close(self):
         # the client left: dropping the engine connection makes llama-server stop generating
-        self._client_gone = True
         if self._upstream is not None:
             self._upstream.close()
         super().on_connection_close()
@@ -186,22 +183,17 @@ class InferenceHandler(OpenAIHandler):
             return  # the client already has the error event
 
     async def _forward(self, engine, request: PreparedRequest) -> None:
-        try:
-            resp = await engine.pool.request("POST", request.upstream_path, request.payload)
-        except UpstreamError as e:
-            raise await self._engine_failed(engine, e) from None
+        resp = await engine.forward(request.upstream_path, request.payload)
         self._upstream = resp
         try:
             if request.stream and resp.status == 200:
-                await self._relay_stream(resp, engine)
+                await self._relay_stream(resp)
                 return
             try:
                 body = await resp.read()
-            except UpstreamError as e:
-                if self.request.connection.stream.closed():
-                    self._status = CLIENT_GONE
-                    return  # the client left and we hung up on the engine: nothing to say
-                raise await self._engine_failed(engine, e) from None
+            except UpstreamError:
+                self._status = CLIENT_GONE
+                return  # the client left and we hung up on the engine: nothing to say
             if resp.status >= 400:
                 raise upstream_error(resp, body, request.model.id)
             self.set_header("Content-Type", resp.content_type or "application/json")
@@ -213,32 +205,40 @@ class InferenceHandler(OpenAIHandler):
             self._upstream = None
             resp.close()
 
-    async def _relay_stream(self, resp: UpstreamResponse, engine) -> None:
+    async def _relay_stream(self, resp: UpstreamResponse) -> None:
+        """Each piece the engine sends is written to the client from the engine socket's
+        read callback: the first with the headers, the rest straight to the connection,
+        without awaiting a flush that has nothing left to wait for."""
         self.start_event_stream()
-        tail: deque[bytes] = deque(maxlen=3)  # the token counts come in the last events
+        connection = self.request.connection
+        tail = [b"", b"", b""]  # the token counts come in the last events
         head: list[bytes] = []  # ... and, for Anthropic's, in the first
+
+        def sink(piece: bytes):
+            tail[0], tail[1], tail[2] = tail[1], tail[2], piece
+            if head:
+                sent = connection.write(piece)
+            else:  # the first piece: with the headers, as RequestHandler writes them
+                head.append(piece)
+                self.write(piece)
+                sent = self.flush()
+            if sent.done() and sent.exception() is not None:
+                resp.close()  # the client has gone: hanging up stops generation
+            return sent
+
         try:
-            async for chunk in resp.iter_chunks():
-                if not head:
-                    head.append(chunk)
-                tail.append(chunk)
-                if not await self.send_event_bytes(chunk):
-                    resp.close()
-                    self._status = CLIENT_GONE
-                    return
+            await resp.relay(sink)
             self._status = 200
             self._tokens = self.stream_counts(head, tail)
-        except UpstreamError as e:
-            if self._client_gone:  # we closed the engine connection because the client left
-                self._status = CLIENT_GONE
-                return
+        except UpstreamError:  # only our own hang-up when the client left
+            self._status = CLIENT_GONE
+        except EngineFailed as e:
             self._status = 502
-            if not self.request.connection.stream.closed():
-                err = await self._engine_failed(engine, e)
-                await self.send_event_bytes(self.error_event(err))
+            if not connection.stream.closed():
+                await self.send_event_bytes(self.error_event(as_http(e)))
             raise _StreamAborted() from None
         finally:
-            if not self._finished and not self.request.connection.stream.closed():
+            if not self._finished and not connection.stream.closed():
                 self._finish_raw()
 
     def stream_counts(self, head: list[bytes], tail) -> tuple[int, int]:
@@ -248,18 +248,6 @@ class InferenceHandler(OpenAIHandler):
     def _finish_raw(self) -> None:
         # APIHandler.finish() would force application/json onto event streams
         web.RequestHandler.finish(self)
-
-    async def _engine_failed(self, engine, e: Exception) -> BodhiAPIError:
-        """Name the cause: when the engine died, its exit code says more than the socket."""
-        cause = str(e)
-        if engine.proc is not None:
-            try:
-                code = await asyncio.wait_for(asyncio.shield(engine.proc.wait()), 1.0)
-                cause = f"llama-server exited with code {code}"
-            except asyncio.TimeoutError:
-                pass
-        return BodhiAPIError(502, f"The engine for '{engine.model.id}' failed while "
-                             f"answering: {cause}", code="engine_error")
 
 
 class _StreamAborted(Exception):

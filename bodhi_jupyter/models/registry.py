@@ -15,13 +15,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from traitlets import Dict, Float, Int, default
 from traitlets.config import LoggingConfigurable
 
-from ..store.database import Database
-from ..store.orm import ModelAlias
+if TYPE_CHECKING:  # SQLAlchemy loads when a query first runs, not with the server
+    from ..store.database import Database
 from .discovery import ModelDiscovery, ModelFile
 
 SERVER_OPTION_KEYS = {
@@ -154,6 +154,9 @@ class ModelRegistry(LoggingConfigurable):
                 self.log.error("bodhi: ignoring configured alias: %s", e)
                 continue
             valid[name] = spec
+        from sqlalchemy import select
+
+        from ..store.orm import ModelAlias
         with self.database.session() as s, s.begin():
             existing = {a.name: a for a in s.scalars(select(ModelAlias))}
             for name, row in existing.items():
@@ -174,6 +177,9 @@ class ModelRegistry(LoggingConfigurable):
         self.load_aliases()
 
     def load_aliases(self) -> None:
+        from sqlalchemy import select
+
+        from ..store.orm import ModelAlias
         with self.database.session() as s:
             self._aliases = {
                 a.name: {"model": a.model, "request": a.request_defaults or {},

@@ -2,24 +2,29 @@
 
 The schema is created and changed only by Alembic; an existing SQLite file is copied aside
 before it is upgraded, so a failed migration never costs the user their data.
+
+Start-up cost: SQLAlchemy is imported when the database is first opened (the app does that
+in a background thread once the server is up), and Alembic only when a migration is
+pending: the head revision is read from the migration files' ``revision``/``down_revision``
+lines and compared with the database's ``alembic_version`` row.
 """
 
 from __future__ import annotations
 
+import ast
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from jupyter_core.paths import jupyter_data_dir
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def migrations_dir() -> Path:
@@ -29,6 +34,28 @@ def migrations_dir() -> Path:
     if (packaged / "env.py").exists():
         return packaged
     return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def head_revision_of(versions: Path) -> str:
+    """The head of the migration chain, from each file's module-level ``revision`` and
+    ``down_revision`` assignments (parsed, not imported: no Alembic needed)."""
+    revisions, parents = set(), set()
+    for path in versions.glob("*.py"):
+        found = {}
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in ("revision", "down_revision")):
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+        if "revision" not in found:
+            continue
+        revisions.add(found["revision"])
+        down = found.get("down_revision")
+        parents.update(down if isinstance(down, (tuple, list)) else [down] if down else [])
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one head revision in {versions}, found {sorted(heads)}")
+    return heads.pop()
 
 
 class Database(LoggingConfigurable):
@@ -50,6 +77,10 @@ class Database(LoggingConfigurable):
         self._sessions: sessionmaker | None = None
 
     def connect(self) -> None:
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.orm import sessionmaker
+
         url = make_url(self.url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -63,16 +94,23 @@ class Database(LoggingConfigurable):
         return self._sessions()
 
     def _alembic_config(self) -> AlembicConfig:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(migrations_dir()))
         return cfg
 
     def current_revision(self) -> str | None:
+        """The revision the database is at (None: no schema yet)."""
+        from sqlalchemy import inspect, text
+
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     def head_revision(self) -> str:
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return head_revision_of(migrations_dir() / "versions")
 
     def upgrade(self) -> Path | None:
         """Apply pending migrations; returns the path of the SQLite backup if one was made."""
@@ -81,6 +119,8 @@ class Database(LoggingConfigurable):
         current, head = self.current_revision(), self.head_revision()
         if current == head:
             return None
+        from alembic import command
+
         backup = self._backup_sqlite()
         cfg = self._alembic_config()
         with self.engine.begin() as conn:
@@ -90,6 +130,8 @@ class Database(LoggingConfigurable):
         return backup
 
     def _backup_sqlite(self) -> Path | None:
+        from sqlalchemy.engine import make_url
+
         url = make_url(self.url)
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
             return None

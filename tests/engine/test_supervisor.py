@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bodhi_jupyter.engine.launcher import LlamaServerLauncher
-from bodhi_jupyter.engine.process import EngineState
+from bodhi_jupyter.engine.process import EngineFailed, EngineState
 from bodhi_jupyter.engine.supervisor import (
     CapacityError,
     EngineSupervisor,
@@ -44,7 +44,7 @@ async def chat(engine, text="hi", stream=False, **extra):
 
     body = {"model": engine.model.id, "messages": [{"role": "user", "content": text}],
             "stream": stream, **extra}
-    resp = await engine.pool.request("POST", "/v1/chat/completions", json.dumps(body).encode())
+    resp = await engine.forward("/v1/chat/completions", json.dumps(body).encode())
     return resp.status, await resp.read()
 
 
@@ -105,14 +105,40 @@ async def test_crash_is_noticed_and_next_request_restarts(supervisor):
     await supervisor.shutdown()
 
 
-async def test_crash_mid_stream_breaks_the_request_and_is_recorded(supervisor):
+async def test_crash_mid_stream_breaks_the_request_and_is_recorded(supervisor, caplog):
     m = model("a")
-    with pytest.raises(Exception):
+    with pytest.raises(EngineFailed) as info:
         async with supervisor.lease("alice", m) as engine:
             await chat(engine, "[crash-after=2]", stream=True, max_tokens=10)
+    # the request's error names the exit, not the broken socket
+    assert info.value.cause == "llama-server exited with code 1"
     await until(lambda: engine.state == EngineState.CRASHED)
     assert engine.exit_code == 1
+    assert engine.exit_cause == "llama-server exited with code 1"
     assert supervisor.failure_count("alice", m) == 1
+    assert "crashed (llama-server exited with code 1)" in caplog.text
+
+
+async def test_forward_to_a_dead_engine_names_its_exit(supervisor):
+    m = model("a")
+    async with supervisor.lease("alice", m) as engine:
+        assert engine.exit_cause is None
+        os.kill(engine.pid, signal.SIGKILL)
+        with pytest.raises(EngineFailed, match="exited with code -9"):
+            await chat(engine)
+
+
+async def test_a_failing_idle_unload_is_logged_not_lost(supervisor, caplog):
+    supervisor.keep_alive = 0
+    m = model("a")
+    async with supervisor.lease("alice", m) as engine:
+        async def broken_stop(grace):
+            raise RuntimeError("stop went wrong")
+        engine.stop = broken_stop
+    await until(lambda: "stop went wrong" in caplog.text)
+    assert "background task unload" in caplog.text
+    assert len(supervisor._tasks) == 0
+    engine.kill_now()
 
 
 async def test_repeated_failures_back_off_then_recover(supervisor):

@@ -17,7 +17,7 @@ import pytest
 
 from bodhi_jupyter.engine.upstream import UpstreamError, UpstreamPool
 
-from ..conftest import FAKE_SERVER
+from ..conftest import FAKE_SERVER, until
 
 KEY = "k"
 
@@ -77,7 +77,7 @@ def fake_server(tmp_path):
 
 @pytest.fixture
 def pool(fake_server):
-    p = UpstreamPool("127.0.0.1", fake_server.port, KEY)
+    p = UpstreamPool("127.0.0.1", fake_server.port, KEY, keep_spare=False)
     yield p
     p.close()
 
@@ -88,7 +88,7 @@ def chat(max_tokens: int = 3, stream: bool = False, text: str = "hi") -> bytes:
 
 
 def local_port(conn) -> int:
-    return conn.writer.get_extra_info("sockname")[1]
+    return conn.transport.get_extra_info("sockname")[1]
 
 
 async def test_sequential_requests_share_one_connection(pool):
@@ -97,7 +97,7 @@ async def test_sequential_requests_share_one_connection(pool):
     assert json.loads(await r.read())["data"][0]["id"] == "fake"
     assert len(pool._idle) == 1
     conn = pool._idle[0]
-    sock, port = conn.writer.get_extra_info("socket"), local_port(conn)
+    sock, port = conn.transport.get_extra_info("socket"), local_port(conn)
 
     for i in range(5):
         r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=i + 1))
@@ -106,7 +106,7 @@ async def test_sequential_requests_share_one_connection(pool):
         assert body["usage"]["completion_tokens"] == i + 1
         assert len(pool._idle) == 1
         assert pool._idle[0] is conn
-        assert conn.writer.get_extra_info("socket") is sock
+        assert conn.transport.get_extra_info("socket") is sock
         assert local_port(conn) == port
 
 
@@ -117,32 +117,35 @@ async def test_streaming_yields_sse_events_in_order(pool):
     assert r.headers["transfer-encoding"] == "chunked"
     assert pool._idle == []  # busy while the body is read
 
-    chunks = [c async for c in r.iter_chunks()]
+    pieces = []
+    await r.relay(pieces.append)
 
+    chunks = [c + b"\n\n" for c in b"".join(pieces).split(b"\n\n") if c]
     assert chunks[-1] == b"data: [DONE]\n\n"
-    assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
+    assert all(c.startswith(b"data: ") for c in chunks)
     events = [json.loads(c[6:]) for c in chunks[:-1]]
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == \
         "fake reply 1 2"
     assert [e["choices"][0]["finish_reason"] for e in events] == [None] * 4 + ["stop"]
     # llama-server closes the connection after every event stream, so it is not pooled
-    assert pool._idle == [] and r._conn.writer.is_closing()
+    assert pool._idle == [] and r._conn.transport.is_closing()
 
 
 async def test_closing_mid_stream_drops_the_connection(pool, fake_server):
     r = await pool.request("POST", "/v1/chat/completions",
                            chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
-    chunks = r.iter_chunks()
-    first = await chunks.__anext__()
-    assert b'"role":"assistant"' in first
+    first = asyncio.get_running_loop().create_future()
+    relaying = asyncio.ensure_future(r.relay(lambda piece: first.done() or first.set_result(piece)))
+    assert b'"role":"assistant"' in await first
     conn = r._conn
     port = local_port(conn)
 
     r.close()
-    await chunks.aclose()
+    with pytest.raises(UpstreamError):
+        await relaying
 
     assert pool._idle == []
-    assert not conn.alive and conn.writer.is_closing()
+    assert not conn.alive and conn.transport.is_closing()
     await fake_server.wait_for_log("client disconnected")  # the engine stopped generating
     r = await pool.request("GET", "/v1/models")
     await r.read()
@@ -153,12 +156,15 @@ async def test_closing_mid_stream_drops_the_connection(pool, fake_server):
 async def test_abandoned_iteration_closes_the_connection(pool, fake_server):
     r = await pool.request("POST", "/v1/chat/completions",
                            chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
-    chunks = r.iter_chunks()
-    await chunks.__anext__()
-    await chunks.aclose()  # e.g. the proxy's client went away: the task is cancelled
+    first = asyncio.Event()
+    relaying = asyncio.ensure_future(r.relay(lambda piece: first.set()))
+    await first.wait()
+    relaying.cancel()  # e.g. the proxy's request was abandoned: its task is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await relaying
 
     assert pool._idle == []
-    assert r._conn.writer.is_closing()
+    assert r._conn.transport.is_closing()
     await fake_server.wait_for_log("client disconnected")
 
 
@@ -190,9 +196,8 @@ async def test_engine_crash_mid_stream_is_an_upstream_error(pool):
                            chat(max_tokens=10, stream=True, text="[crash-after=2]"))
     got = []
     with pytest.raises(UpstreamError):
-        async for chunk in r.iter_chunks():
-            got.append(chunk)
-    assert len(got) == 2
+        await r.relay(got.append)
+    assert b"".join(got).count(b"data: ") == 2
     assert pool._idle == []
 
 
@@ -251,3 +256,120 @@ async def test_timeout_on_a_pooled_connection_is_not_retried(pool):
 
     assert opened[0] == 0
 
+
+
+class _Transport(asyncio.Transport):
+    """Records what the protocol asks of its socket."""
+
+    def __init__(self):
+        super().__init__()
+        self.written, self.paused, self.closed = [], False, False
+
+    def write(self, data):
+        self.written.append(data)
+
+    def pause_reading(self):
+        self.paused = True
+
+    def resume_reading(self):
+        self.paused = False
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+
+def protocol_with_head(head: bytes):
+    from bodhi_jupyter.engine.upstream import _Conn
+    conn = _Conn()
+    conn.connection_made(_Transport())
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n")
+    conn.data_received(head)
+    return conn, waiter
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+EVENTS = [b"data: {\"n\": %d}\n\n" % i for i in range(5)]
+BODY = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS) + b"0\r\n\r\n"
+
+
+async def test_chunked_body_split_anywhere_is_reassembled():
+    for step in (1, 3, 7, len(BODY)):
+        conn, head = protocol_with_head(CHUNKED_HEAD)
+        assert (await head).startswith(b"HTTP/1.1 200")
+        pieces = []
+        done = conn.read_body(1, 0, pieces.append)
+        for i in range(0, len(BODY), step):
+            conn.data_received(BODY[i:i + step])
+        assert await done == b""
+        assert b"".join(pieces) == b"".join(EVENTS)
+        if step == len(BODY):  # chunks that arrive together are handed on in one piece
+            assert pieces == [b"".join(EVENTS)]
+
+
+async def test_body_bytes_that_came_with_the_head_are_not_lost():
+    conn, head = protocol_with_head(CHUNKED_HEAD + BODY[:10])
+    await head
+    conn.data_received(BODY[10:])  # before the body is asked for
+    assert await conn.read_body(1, 0, None) == b"".join(EVENTS)
+    assert conn.alive
+
+
+async def test_a_full_consumer_pauses_reading_until_it_drains():
+    conn, head = protocol_with_head(CHUNKED_HEAD)
+    await head
+    drained = asyncio.get_running_loop().create_future()
+    done = conn.read_body(1, 0, lambda piece: drained)
+    conn.data_received(BODY[:30])  # one whole chunk and a bit
+    assert conn.transport.paused
+    drained.set_result(None)
+    await asyncio.sleep(0)  # the done-callback runs on the next loop pass
+    assert not conn.transport.paused
+    conn.data_received(BODY[30:])
+    await done
+
+
+async def test_body_failure_is_turned_into_the_callers_error_unless_abandoned(pool):
+    class EngineDied(Exception):
+        pass
+
+    async def on_failure(e):
+        return EngineDied(str(e))
+
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=200, stream=True, text="go [delay=0.02]"),
+                           on_failure=on_failure)
+    r.close()  # we hung up ourselves: that is no engine failure
+    with pytest.raises(UpstreamError):
+        await r.read()
+
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=10, stream=True, text="[crash-after=2]"),
+                           on_failure=on_failure)
+    with pytest.raises(EngineDied):
+        await r.relay(lambda piece: None)
+
+
+async def test_a_spare_connection_is_dialled_while_a_stream_is_relayed(fake_server):
+    pool = UpstreamPool("127.0.0.1", fake_server.port, KEY)
+    try:
+        opened = count_connects(pool)
+        r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=3, stream=True))
+        await r.relay(lambda piece: None)
+        await until(lambda: len(pool._idle) == 1)
+        assert opened[0] == 2  # the stream's own, and the spare
+        (spare,) = pool._idle
+        assert spare is not r._conn and spare.alive
+
+        r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=3, stream=True))
+        assert r._conn is spare  # the next stream dials nothing on its way
+        await r.relay(lambda piece: None)
+        await until(lambda: len(pool._idle) == 1)
+        assert opened[0] == 3
+    finally:
+        pool.close()

@@ -135,3 +135,41 @@ def test_new_sqlite_file_gets_no_backup(tmp_path):
         db.dispose()
     assert path.exists()
     assert sorted(p.name for p in path.parent.iterdir()) == ["bodhi.sqlite"]
+
+
+def test_cheap_head_revision_agrees_with_alembic():
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    from bodhi_jupyter.store.database import migrations_dir
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    assert Database().head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_head_revision_follows_the_chain_not_the_file_names(tmp_path):
+    from bodhi_jupyter.store.database import head_revision_of
+
+    (tmp_path / "b_first.py").write_text('revision = "aa"\ndown_revision = None\n')
+    (tmp_path / "a_second.py").write_text('revision = "bb"\ndown_revision = "aa"\n')
+    assert head_revision_of(tmp_path) == "bb"
+    (tmp_path / "c_branch.py").write_text('revision = "cc"\ndown_revision = "aa"\n')
+    with pytest.raises(RuntimeError, match="one head"):
+        head_revision_of(tmp_path)
+
+
+def test_an_up_to_date_database_opens_without_alembic(tmp_path):
+    """Only a pending migration pays for importing Alembic (and takes a backup)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'b.sqlite'}"
+    Database(url=url).upgrade()
+    code = ("import sys; from bodhi_jupyter.store.database import Database; "
+            f"d = Database(url={url!r}); assert d.upgrade() is None; "
+            "print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+    assert list(tmp_path.glob("*.bak")) == []
