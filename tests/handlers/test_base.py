@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from ..conftest import until
+from .anonymous import http, login  # noqa: F401  (fixtures)
 from .test_errors import assert_error_shape
 from .test_tokens_api import CHAT, bearer, fake_aliases, mint
 
@@ -25,18 +26,6 @@ def bodhi_config(fake_engine, smollm2_path):
         "model": str(smollm2_path),
         "server": {"extra_args": ["--fake-exit-on-start", "3"]}}
     return config
-
-
-@pytest.fixture
-def http(server_url, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=server_url, timeout=30)
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
-
-
-@pytest.fixture
-def login(jupyter_token) -> dict:
-    return {"Authorization": f"token {jupyter_token}"}
 
 
 # -- 401 for API clients --------------------------------------------------------------------

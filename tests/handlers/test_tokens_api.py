@@ -18,6 +18,7 @@ from bodhi_jupyter.auth.identity import server_owner
 from bodhi_jupyter.handlers import tokens as tokens_handlers
 from bodhi_jupyter.handlers.base import BodhiHandler, requires
 
+from .anonymous import http, login  # noqa: F401  (fixtures)
 from .test_errors import assert_error_shape
 
 CHAT = {"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]}
@@ -38,19 +39,6 @@ def fake_aliases(fake_engine, smollm2_path) -> dict:
 @pytest.fixture
 def bodhi_config(fake_engine, smollm2_path):
     return fake_aliases(fake_engine, smollm2_path)
-
-
-@pytest.fixture
-def http(server_url, jp_asyncio_loop):
-    c = httpx.AsyncClient(base_url=server_url, timeout=30)
-    yield c
-    jp_asyncio_loop.run_until_complete(c.aclose())
-
-
-@pytest.fixture
-def login(jupyter_token) -> dict:
-    """Headers of a Jupyter-authenticated caller (the server's owner: admin)."""
-    return {"Authorization": f"token {jupyter_token}"}
 
 
 def bearer(token: str) -> dict:
