@@ -23,6 +23,14 @@ def test_importing_the_extension_loads_no_database_library():
     assert out.stdout.strip() == "[]"
 
 
+def test_importing_the_extension_compiles_no_request_schema():
+    code = ("import bodhi_jupyter.app, bodhi_jupyter.schemas as s; "
+            "print(s._validator.cache_info().currsize)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "0"  # each is compiled when its endpoint is first used
+
+
 @pytest.fixture
 def gate(monkeypatch):
     """Holds the background storage open until the test releases it."""
