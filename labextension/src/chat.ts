@@ -6,6 +6,7 @@
  */
 import { ApiError, BodhiClient, IConversation, IConversationSummary, IMessage, IModelInfo, IProcessInfo, IUser, describeError } from './api';
 import { TextSource } from './markdown';
+import { regenerateModel } from './text';
 import { choose, switchBranch, thread, IThreadItem } from './tree';
 
 export type Phase = 'loading' | 'prompt' | 'generating';
@@ -44,6 +45,8 @@ export class ChatController {
   error: IShownError | null = null;
   reconnecting = false;
   defaultModel = '';
+  /** The model the person chose in the picker since this conversation was opened. */
+  picked: string | null = null;
 
   constructor(
     readonly api: BodhiClient,
@@ -104,8 +107,10 @@ export class ChatController {
     return 'not loaded';
   }
 
+  /** The person picks a model (the picker). */
   setModel(id: string): void {
     this.model = id;
+    this.picked = id;
     this.emit();
   }
 
@@ -130,6 +135,7 @@ export class ChatController {
     try {
       this.conversation = await this.api.conversation(id);
       this.chosen = {};
+      this.picked = null;
       this.error = null;
       if (this.conversation.model && this.models.some(m => m.id === this.conversation!.model)) {
         this.model = this.conversation.model;
@@ -146,6 +152,7 @@ export class ChatController {
     }
     this.conversation = null;
     this.chosen = {};
+    this.picked = null;
     this.error = null;
     this.draftParams = {};
     this.emit();
@@ -274,11 +281,12 @@ export class ChatController {
     if (!parent) {
       return;
     }
+    const model = regenerateModel(reply.model, this.picked, this.model, this.models.map(m => m.id));
     this.abort = new AbortController();
     this.busy = {
-      phase: this.modelState(this.model) === 'ready' ? 'prompt' : 'loading',
+      phase: this.modelState(model) === 'ready' ? 'prompt' : 'loading',
       started: performance.now(),
-      model: this.model,
+      model,
       parentId: parent.id,
       messageId: null,
       source: new TextSource()
