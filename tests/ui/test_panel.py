@@ -262,6 +262,13 @@ def test_a_reload_and_a_server_restart_keep_the_conversation(page, lab, artifact
     open_tab(page, "History")
     banner.wait_for(timeout=10_000)
     shot(page, artifacts, "server-gone")
+    from .conftest import set_theme
+
+    set_theme(page, False)
+    colours = page.evaluate("() => { const s = getComputedStyle(document.querySelector("
+                            "'.bodhi-Banner')); return [s.color, s.backgroundColor]; }")
+    assert _luma(colours[0]) - _luma(colours[1]) > 0.4, colours  # no pale text on pale
+    set_theme(page, True)
     page.unroute("**/bodhi/**")
     banner.wait_for(state="hidden", timeout=30_000)
 
