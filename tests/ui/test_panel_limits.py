@@ -8,8 +8,10 @@ The tests share one server and one page and run in file order."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -31,9 +33,6 @@ START_DELAY_S = 4  # every fake engine takes this long to load: the loading view
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    import os
-    import sys
-
     if not os.path.exists(CHROMIUM):
         pytest.skip("browser tests need Debian's chromium (make test installs it as root)")
     root = tmp_path_factory.mktemp("lab-limits")
