@@ -146,6 +146,18 @@ def test_capacity_503_when_the_only_engine_slot_is_busy(page, lab, artifacts):
     shot(page, artifacts, "capacity")
 
 
+def test_a_model_that_went_away_is_no_such_model(page, lab, artifacts):
+    (lab.root / "models" / "fake-b.gguf").unlink()  # the picker still shows it
+    lab.api("bodhi/app/models")  # the server notices (the panel's picker has not asked)
+    page.locator(".bodhi-New").click()
+    send(page, "still there?")
+    error = page.locator(".bodhi-Error")
+    error.wait_for(timeout=15_000)
+    assert "No such model" in error.inner_text() and "fake-b" in error.inner_text()
+    shot(page, artifacts, "no-such-model")
+    (lab.root / "models" / "fake-b.gguf").symlink_to(demo_model_path())
+
+
 def test_a_plain_user_is_offered_no_admin_token_and_expiry_and_models_apply(page, lab, artifacts):
     page.locator(".bodhi-Tab", has_text="API tokens").click()
     scopes = page.locator(".bodhi-TokenScope option").all_inner_texts()
