@@ -45,6 +45,8 @@ export class ChatController {
   error: IShownError | null = null;
   reconnecting = false;
   defaultModel = '';
+  /** Whether the model list has been fetched once (an empty list then means: none). */
+  modelsLoaded = false;
   /** The model the person chose in the picker since this conversation was opened. */
   picked: string | null = null;
 
@@ -74,6 +76,7 @@ export class ChatController {
       const [models, procs] = await Promise.all([this.api.models(), this.api.processes()]);
       this.models = models.data;
       this.processes = procs.data;
+      this.modelsLoaded = true;
       if (!this.user) {
         this.user = await this.api.user();
       }

