@@ -13,7 +13,7 @@ HUB_PROXY_PKG := configurable-http-proxy@4.6.3
 LABEXT_SRC := $(shell find labextension/src labextension/style labextension/schema -type f 2>/dev/null) \
   labextension/package.json labextension/yarn.lock labextension/tsconfig.json
 
-.PHONY: setup system-deps browser-deps js-check run test bench clean
+.PHONY: setup system-deps browser-deps js-check run run-args test bench clean
 
 setup: $(VENV)/.installed $(HUB_PROXY_DIR)/.installed
 
@@ -29,9 +29,17 @@ $(HUB_PROXY_DIR)/.installed: Makefile
 	npm install --prefix $(HUB_PROXY_DIR) --no-audit --no-fund --loglevel=error $(HUB_PROXY_PKG)
 	touch $@
 
+# The quick-start notebook opens through the URL Jupyter prints: a file given on the command
+# line is only in the URL of a browser Jupyter opens itself, never with --no-browser.
+RUN_ARGS := --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/quickstart.ipynb
+
 run: setup
-	$(BIN)/jupyter lab notebooks/quickstart.ipynb --no-browser --ServerApp.ip=127.0.0.1 \
+	$(BIN)/jupyter lab $(RUN_ARGS) --no-browser --ServerApp.ip=127.0.0.1 \
 	  --ServerApp.port=$(PORT) --BodhiApp.preload=smollm2-135m-instruct $(ROOT_FLAG)
+
+# what `run` passes to choose the start page (the browser test starts its server with them)
+run-args:
+	@echo $(RUN_ARGS)
 
 # PostgreSQL server binaries for the database tests (the tests start their own cluster)
 system-deps:

@@ -113,7 +113,7 @@ def chunk_to_screen(browser, base: str, chunks: int, delay: float) -> dict:
     page.evaluate("window.jupyterapp.commands.execute('bodhi:open-chat')")
     page.wait_for_function("[...document.querySelectorAll('.bodhi-ModelPicker option')]"
                            ".some(o => o.value === 'stamp')", timeout=60_000)
-    page.locator(".bodhi-ModelPicker").select_option("stamp")
+    page.locator(".bodhi-ModelPicker select").select_option("stamp")
     page.evaluate("""() => {
         window.__lat = []; window.__seen = 0; window.__frames = [];
         const re = / @(\\d+\\.\\d)/g;

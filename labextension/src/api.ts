@@ -127,6 +127,23 @@ export class BodhiClient {
     return resp;
   }
 
+  /** Save what `path` answers as a file (its Content-Disposition names it); through
+   * makeRequest, so it carries Jupyter's auth like every other call. */
+  async download(path: string, fallbackName: string): Promise<string> {
+    const resp = await this.fetch(path);
+    const disposition = resp.headers.get('Content-Disposition') ?? '';
+    const name = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? fallbackName;
+    const href = URL.createObjectURL(await resp.blob());
+    const a = document.createElement('a');
+    a.href = href;
+    a.download = name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    window.setTimeout(() => URL.revokeObjectURL(href), 10_000);
+    return name;
+  }
+
   async json<T>(path: string, method = 'GET', body?: unknown): Promise<T> {
     const init: RequestInit = { method };
     if (body !== undefined) {

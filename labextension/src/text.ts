@@ -81,3 +81,27 @@ export function describeError(e: IErrorLike, trans: Trans): { title: string; det
   }
   return { title: trans.__('Request failed (%1)', e.status), detail: e.message };
 }
+
+/**
+ * Which model regenerates a reply: the one the person picked since opening the
+ * conversation, else the one that wrote the reply (so "try again" means the same model),
+ * else the picker's; a model no longer offered is skipped.
+ */
+export function regenerateModel(
+  replyModel: string | null | undefined,
+  pickedByPerson: string | null,
+  shown: string,
+  available: string[]
+): string {
+  for (const m of [pickedByPerson, replyModel]) {
+    if (m && available.includes(m)) {
+      return m;
+    }
+  }
+  return shown;
+}
+
+/** A date and time as short as the sidebar needs (the person's locale). */
+export function shortDate(iso: string): string {
+  return new Date(iso).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'short' });
+}

@@ -5,10 +5,11 @@
  */
 import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
+import { Button, checkIcon, closeIcon, copyIcon, deleteIcon, HTMLSelect, ToolbarButtonComponent } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { ApiError, BodhiClient, IPage, IToken, IUser, describeError } from './api';
-import { grantableScopes, snippet } from './text';
+import { grantableScopes, shortDate, snippet } from './text';
 
 const EXPIRIES: [string, number | null][] = [
   ['Never', null],
@@ -80,10 +81,11 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
       }
     }
   };
-  const when = (s: string | null) => (s ? new Date(s).toLocaleString() : '—');
+  const when = (s: string | null) => (s ? shortDate(s) : '—');
 
   return (
     <div className="bodhi-Tokens">
+      <div className="bodhi-SectionHead">{trans.__('New API token')}</div>
       <form
         className="bodhi-TokenForm"
         onSubmit={e => {
@@ -93,55 +95,60 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
       >
         <label className="bodhi-Param">
           <span>{trans.__('Name')}</span>
-          <input className="bodhi-TokenName" value={name} required maxLength={255} onChange={e => setName(e.target.value)} />
+          <input className="bodhi-TokenName jp-mod-styled" value={name} required maxLength={255} onChange={e => setName(e.target.value)} />
         </label>
         <label className="bodhi-Param">
           <span>{trans.__('Scope')}</span>
-          <select className="bodhi-TokenScope jp-mod-styled" value={scope} onChange={e => setScope(e.target.value)}>
+          <HTMLSelect className="bodhi-TokenScope" value={scope} onChange={e => setScope(e.target.value)}>
             {scopes.map(s => (
               <option key={s} value={s}>
                 {s}
               </option>
             ))}
-          </select>
+          </HTMLSelect>
         </label>
         <label className="bodhi-Param">
           <span>{trans.__('Expires')}</span>
-          <select className="jp-mod-styled" value={expiry} onChange={e => setExpiry(Number(e.target.value))}>
+          <HTMLSelect className="bodhi-TokenExpiry" value={expiry} onChange={e => setExpiry(Number(e.target.value))}>
             {EXPIRIES.map(([label], i) => (
               <option key={label} value={i}>
                 {trans.__(label)}
               </option>
             ))}
-          </select>
+          </HTMLSelect>
         </label>
         <fieldset className="bodhi-Param">
           <legend>{trans.__('Models (none ticked: all)')}</legend>
           {models.map(m => (
             <label key={m} className="bodhi-Check">
-              <input type="checkbox" checked={picked.includes(m)} onChange={e => setPicked(e.target.checked ? [...picked, m] : picked.filter(x => x !== m))} />
+              <input type="checkbox" className="bodhi-TokenModel" value={m} checked={picked.includes(m)} onChange={e => setPicked(e.target.checked ? [...picked, m] : picked.filter(x => x !== m))} />
               {m}
             </label>
           ))}
         </fieldset>
-        <button className="bodhi-Button bodhi-mod-accept bodhi-TokenCreate" type="submit" disabled={!name.trim()}>
+        <Button className="jp-mod-styled jp-mod-accept bodhi-Button bodhi-TokenCreate" type="submit" disabled={!name.trim()}>
           {trans.__('Create token')}
-        </button>
+        </Button>
       </form>
       {created?.token && (
         <div className="bodhi-Secret" role="status">
           <strong>{trans.__('Copy this token now: it is shown only once.')}</strong>
           <code className="bodhi-SecretValue">{created.token}</code>
-          <button className="bodhi-Button" onClick={() => Clipboard.copyToSystem(created.token!)}>
-            {trans.__('Copy token')}
-          </button>
+          <ToolbarButtonComponent icon={copyIcon} label={trans.__('Copy token')} tooltip={trans.__('Copy token')} className="bodhi-CopyToken" onClick={() => Clipboard.copyToSystem(created.token!)} />
           <pre className="bodhi-Snippet">{snippet(api.openaiBaseUrl, created.token)}</pre>
-          <button className="bodhi-Button" onClick={() => Clipboard.copyToSystem(snippet(api.openaiBaseUrl, created.token!))}>
-            {trans.__('Copy snippet')}
-          </button>
-          <button className="bodhi-Button" onClick={() => setCreated(null)}>
-            {trans.__('Done')}
-          </button>
+          <div className="bodhi-Actions">
+            <ToolbarButtonComponent
+              icon={copyIcon}
+              label={trans.__('Copy snippet')}
+              tooltip={trans.__('Copy snippet')}
+              className="bodhi-CopySnippet"
+              onClick={() => Clipboard.copyToSystem(snippet(api.openaiBaseUrl, created.token!))}
+            />
+            <span className="bodhi-Spacer" />
+            <Button className="jp-mod-styled jp-mod-accept bodhi-Button" onClick={() => setCreated(null)}>
+              {trans.__('Done')}
+            </Button>
+          </div>
         </div>
       )}
       {error && (
@@ -149,6 +156,7 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
           {error}
         </div>
       )}
+      <div className="bodhi-SectionHead">{trans.__('Your API tokens')}</div>
       <div className="bodhi-TokenList">
         {tokens.length === 0 && <div className="bodhi-Empty">{trans.__('No API tokens yet.')}</div>}
         {tokens.map(t => (
@@ -161,19 +169,13 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
               {trans.__('models: %1', t.models ? t.models.join(', ') : trans.__('all'))} · {trans.__('created %1', when(t.created_at))} ·{' '}
               {trans.__('last used %1', when(t.last_used_at))} · {trans.__('expires %1', t.expires_at ? when(t.expires_at) : trans.__('never'))}
             </div>
-            <div className="bodhi-Row">
+            <div className="bodhi-Row bodhi-TokenTools">
               {t.status === 'active' ? (
-                <button className="bodhi-IconButton" onClick={() => void setStatus(t, 'inactive')}>
-                  {trans.__('Deactivate')}
-                </button>
+                <ToolbarButtonComponent icon={closeIcon} label={trans.__('Deactivate')} tooltip={trans.__('Deactivate: refuse it until reactivated')} onClick={() => void setStatus(t, 'inactive')} />
               ) : t.status === 'inactive' ? (
-                <button className="bodhi-IconButton" onClick={() => void setStatus(t, 'active')}>
-                  {trans.__('Reactivate')}
-                </button>
+                <ToolbarButtonComponent icon={checkIcon} label={trans.__('Reactivate')} tooltip={trans.__('Reactivate')} onClick={() => void setStatus(t, 'active')} />
               ) : null}
-              <button className="bodhi-IconButton bodhi-mod-danger" onClick={() => void remove(t)}>
-                {trans.__('Delete')}
-              </button>
+              <ToolbarButtonComponent icon={deleteIcon} label={trans.__('Delete')} tooltip={trans.__('Delete for good')} className="bodhi-mod-danger" onClick={() => void remove(t)} />
             </div>
           </div>
         ))}

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 
-import { describeError, firstLine, grantableScopes, logEnd, snippet, trimTraceback } from '../src/text';
+import { describeError, firstLine, grantableScopes, logEnd, regenerateModel, snippet, trimTraceback } from '../src/text';
 
 const ESC = String.fromCharCode(27);
 
@@ -58,4 +58,13 @@ test('errors read by what they mean, with when to retry', () => {
   assert.equal(describeError(e(404, 'model_not_found'), trans).title, 'No such model');
   assert.equal(describeError(e(403, 'insufficient_scope'), trans).title, 'Not allowed');
   assert.equal(describeError(e(418), trans).title, 'Request failed (418)');
+});
+
+test('regenerate keeps the model that wrote the reply unless the person picked another', () => {
+  const all = ['a', 'b'];
+  assert.equal(regenerateModel('a', null, 'b', all), 'a');
+  assert.equal(regenerateModel('a', 'b', 'b', all), 'b');
+  assert.equal(regenerateModel('gone', null, 'b', all), 'b');
+  assert.equal(regenerateModel(null, null, 'a', all), 'a');
+  assert.equal(regenerateModel('a', 'gone', 'b', all), 'a');
 });

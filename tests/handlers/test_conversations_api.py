@@ -145,3 +145,15 @@ async def test_models_list_names_the_source_and_request_defaults(http):
     demo = next(m for m in r.json()["data"] if m["id"] == DEMO_MODEL_ID)
     assert demo["source"] == "package"
     assert demo["request_defaults"]["system_prompt"] == "You are a helpful assistant."
+
+
+async def test_models_list_offers_a_model_file_added_since_the_last_listing(
+        http, bodhi_app, tmp_path, smollm2_path):
+    models = tmp_path / "more-models"
+    models.mkdir()
+    bodhi_app.registry.discovery.model_dirs = [str(models)]
+    bodhi_app.registry.rescan_interval = 0
+    before = {m["id"] for m in (await http.get("app/models")).json()["data"]}
+    (models / "late-arrival.gguf").symlink_to(smollm2_path)
+    after = {m["id"] for m in (await http.get("app/models")).json()["data"]}
+    assert "late-arrival" not in before and after - before == {"late-arrival"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import urllib.request
 
 import subprocess
 import sys
@@ -24,8 +26,11 @@ CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
 class Lab:
     """One `jupyter lab` whose directories (and so its database) outlive a restart."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, config: dict | None = None, args: list[str] | None = None,
+                 cwd: Path | None = None):
         self.root = root
+        self.args = args if args is not None else [f"--ServerApp.root_dir={root / 'work'}"]
+        self.cwd = cwd or root
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/lab-ui/"
         self.proc: subprocess.Popen | None = None
@@ -44,6 +49,7 @@ class Lab:
         bad.write_bytes(b"GGUF" + b"\0" * 64)
         (root / "config").mkdir(exist_ok=True)
         (root / "config" / "jupyter_server_config.json").write_text(json.dumps(
+            config if config is not None else
             {"ModelRegistry": {"aliases": {"broken-model": {"model": str(bad)}}}}))
 
     def start(self) -> None:
@@ -54,8 +60,8 @@ class Lab:
              f"--IdentityProvider.token={TOKEN}", "--ServerApp.base_url=/lab-ui/",
              "--LabApp.expose_app_in_browser=True", "--ModelRegistry.default_ctx_size=2048",
              "--ModelRegistry.default_parallel=1", "--LlamaServerLauncher.threads=2",
-             f"--ServerApp.root_dir={self.root / 'work'}"],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root)
+             *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
         wait_until(lambda: call(self.base + "api/status")[0] == 200, 90, "jupyter lab start")
 
     def stop(self) -> None:
@@ -69,6 +75,22 @@ class Lab:
 
     def api(self, path: str, body: dict | None = None):
         return call(self.base + path, body)[1]
+
+    def send(self, method: str, path: str, body: dict | None = None) -> dict:
+        """PUT or DELETE as the server's owner (``api`` does GET and POST)."""
+        req = urllib.request.Request(
+            self.base + path, method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def printed_url(self) -> str:
+        """The URL Jupyter prints for people to open (with the token it hides put back)."""
+        log = (self.root / "lab.log").read_text()
+        found = re.findall(r"(http://127\.0\.0\.1:%d/\S*)" % self.port, log)
+        assert found, log[-2000:]
+        return found[-1].replace("token=...", f"token={TOKEN}")
 
 
 @pytest.fixture(autouse=True)
@@ -127,10 +149,30 @@ def artifacts():
     return ARTIFACTS
 
 
+def set_theme(page, light: bool) -> None:
+    """Switch JupyterLab's theme through its own command and wait until it applies."""
+    name = "JupyterLab Light" if light else "JupyterLab Dark"
+    page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})",
+                  name)
+    page.wait_for_function("want => document.body.dataset.jpThemeLight === want",
+                           arg="true" if light else "false")
+    # the theme's variables are in place once the panel's background follows them
+    page.wait_for_function(
+        "light => { const e = document.querySelector('.bodhi-Panel'); if (!e) return true;"
+        " const [r, g, b] = getComputedStyle(e).backgroundColor.match(/\\d+/g).map(Number);"
+        " return light ? r + g + b > 600 : r + g + b < 200; }", arg=light)
+    # JupyterLab shows its splash while a theme loads: wait until it has gone
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=30_000)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
 def shot(page, artifacts: Path, name: str) -> None:
-    page.screenshot(path=str(artifacts / f"{name}.png"))
-
-
+    """The page as it is now, in the light and in the dark theme (back to light after)."""
+    set_theme(page, True)
+    page.screenshot(path=str(artifacts / f"light-{name}.png"))
+    set_theme(page, False)
+    page.screenshot(path=str(artifacts / f"dark-{name}.png"))
+    set_theme(page, True)
 
 
 
