@@ -882,7 +882,7 @@ def config(quick: bool) -> dict:
                 "paced_pairs": 40, "long_chunks": 300, "client_requests": 100,
                 "client_chunks": 150, "startup_rounds": 2, "fresh_rounds": 1}
     return {"quick": False, "pairs": 300, "warmup": 30, "ttft_pairs": 60, "ttft_tokens": 4,
-            "stream_tokens": 96, "rounds": {1: 3, 8: 2, 32: 1}, "repeats": 2,
+            "stream_tokens": 96, "rounds": {1: 6, 8: 2, 32: 1}, "repeats": 3,
             "fake_pairs": 1000, "fake_rounds": 4, "fake_stream_tokens": 256,
             "paced_pairs": 200, "long_chunks": 1000, "client_requests": 300,
             "client_chunks": 400, "startup_rounds": 6, "fresh_rounds": 3}
