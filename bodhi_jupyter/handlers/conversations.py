@@ -19,7 +19,7 @@ from ..conversations import (
     export_markdown,
 )
 from ..errors import invalid
-from ..inference import parse_json_object
+from ..jsonbody import parse_json_object
 from .base import BodhiHandler, requires
 
 CREATE_FIELDS = ("title", "model", "params")
