@@ -199,13 +199,16 @@ class ModelRegistry(LoggingConfigurable):
         self._scanned_at = time.monotonic()
         self.scans += 1
 
-    async def rescan(self) -> bool:
+    async def rescan(self, force: bool = False) -> bool:
         """Scan again in a thread unless the last scan is younger than ``rescan_interval``;
         callers arriving during a scan share it. True when a scan ran for this call (the
-        files may have changed), False when throttled."""
+        files may have changed), False when throttled. ``force`` (a file was just added)
+        skips the throttle and never shares a scan that began before the call."""
+        if force and self._scan is not None:
+            await asyncio.shield(self._scan)  # it may have missed the new file
         if self._scan is None:
             last = self._scanned_at
-            if last is not None and time.monotonic() - last < self.rescan_interval:
+            if not force and last is not None and time.monotonic() - last < self.rescan_interval:
                 return False
             self._scan = asyncio.ensure_future(self._scan_off_loop())
         await asyncio.shield(self._scan)
