@@ -35,10 +35,12 @@ from .handlers import app as app_api
 from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
 from .handlers import models as models_api
+from .handlers import pulls as pulls_api
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
 from .metrics import BodhiMetrics
 from .models.discovery import ModelDiscovery
+from .models.pulls import PullManager
 from .models.registry import ModelRegistry
 from .settings import RuntimeSettings
 from .store.database import Database
@@ -57,7 +59,7 @@ class BodhiApp(ExtensionApp):
     description = __doc__.split("\n\n")[0]
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
-               RolePolicy, RateLimiter]
+               RolePolicy, RateLimiter, PullManager]
 
     preload = List(
         Unicode(),
@@ -88,6 +90,7 @@ class BodhiApp(ExtensionApp):
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
         self.conversations = ConversationStore(self.database)
+        self.pulls = PullManager(self.database, self.registry, parent=self, log=self.log)
         self.metrics = BodhiMetrics(self.supervisor)
         self.runtime_settings = self._runtime_settings()
         self._tasks = BackgroundTasks(self.log)
@@ -102,6 +105,7 @@ class BodhiApp(ExtensionApp):
         self.handlers.extend(tokens.default_handlers)
         self.handlers.extend(app_api.default_handlers)
         self.handlers.extend(conversations_api.default_handlers + models_api.default_handlers)
+        self.handlers.extend(pulls_api.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
 
     def _runtime_settings(self) -> RuntimeSettings:
@@ -124,6 +128,7 @@ class BodhiApp(ExtensionApp):
         self.registry.sync_config_aliases()
         self.runtime_settings.apply_stored()
         self.conversations.cut_off_streaming(server_owner())  # replies the last run left
+        self.pulls.mark_interrupted()  # pulls the last run left: failed, resumable
         self.log.info("bodhi: %d model(s) available; engine command %s",
                       len(self.registry.list_models()), " ".join(self.launcher.binary()))
 
@@ -181,6 +186,7 @@ class BodhiApp(ExtensionApp):
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))
         await self._tasks.cancel_all()
+        await self.pulls.shutdown()
         await self.supervisor.shutdown()
         atexit.unregister(self.supervisor.kill_all)
         if self._opening is not None:  # let a start-up migration finish before closing

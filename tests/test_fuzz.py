@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from .conftest import FAKE_SERVER
+from .hf_hub_stand_in import HubStandIn
 from .live_server import TOKEN, jupyter  # noqa: F401  (fixture)
 
 EXAMPLES = int(os.environ.get("BODHI_FUZZ_EXAMPLES", "20"))
@@ -32,7 +33,14 @@ LAST = ("/app/settings",)
 
 
 @pytest.fixture
-def fuzz_server(jupyter, tmp_path, smollm2_path):
+def empty_hub():
+    """Pulls ask a local hub that has no repositories: 404s, never a download."""
+    with HubStandIn() as hub:
+        yield hub
+
+
+@pytest.fixture
+def fuzz_server(jupyter, tmp_path, smollm2_path, empty_hub):
     wrapper = tmp_path / "fake-llama-server"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
     wrapper.chmod(0o755)
@@ -41,6 +49,7 @@ def fuzz_server(jupyter, tmp_path, smollm2_path):
         "LlamaServerLauncher": {"llama_server_path": str(wrapper)},
         "EngineSupervisor": {"keep_alive": 60, "max_loaded": 8, "capacity_timeout": 5},
         "ModelRegistry": {"aliases": {"fake": {"model": str(smollm2_path)}}},
+        "PullManager": {"endpoint": empty_hub.url},
     }))
     _proc, base, log, _env = jupyter("server")
     return base, log
