@@ -144,7 +144,8 @@ def _handler(hub: HubStandIn):
             if repo is None:
                 self._error(401, "RepoNotFound")  # as the hub answers without a token
                 return None
-            if not signed and repo.gated and self.headers.get("Authorization") != f"Bearer {repo.token}":
+            token_ok = self.headers.get("Authorization") == f"Bearer {repo.token}"
+            if not signed and repo.gated and not token_ok:
                 self._error(401 if "Authorization" not in self.headers else 403, "GatedRepo")
                 return None
             if rev is not None and rev not in ("main", repo.commit):

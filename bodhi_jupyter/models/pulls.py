@@ -536,6 +536,10 @@ class PullManager(LoggingConfigurable):
                     with http_stream_backoff("GET", part["url"], headers=request,
                                              timeout=self.timeout, max_retries=0,
                                              retry_on_status_codes=()) as r:
+                        if r.status_code in (401, 403) and "authorization" not in headers:
+                            raise PullError(502, "network_error", "The hub's download link "
+                                            f"was refused ({r.status_code}), perhaps expired;"
+                                            " retry the pull for a new one")
                         hf_raise_for_status(r)
                         if have and r.status_code != 206:  # the Range was ignored
                             f.seek(0)

@@ -188,7 +188,7 @@ async def test_a_restart_marks_running_pulls_failed(restart_config, http, bodhi_
     assert (await finished(http, "p1"))["state"] == "done"
 
 
-async def test_notebook_helper_pulls_with_progress(http, bodhi_app, hub, api_url,
+async def test_notebook_helper_pulls_with_progress(bodhi_app, hub, api_url,
                                                    jupyter_token, monkeypatch, capsys):
     import bodhi_jupyter
     from bodhi_jupyter.kernel.pulls import PullFailed

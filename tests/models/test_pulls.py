@@ -199,7 +199,7 @@ async def test_a_queued_pull_can_be_cancelled(make_manager, hub):
     await pulls.cancel(first.id)
 
 
-async def test_errors_at_start(make_manager, hub, monkeypatch):
+async def test_errors_at_start(make_manager, hub):
     hub.add(REPO, FILE, tiny_gguf(1000))
     hub.add("owner/gated", FILE, tiny_gguf(1000))
     hub.gate("owner/gated", "hf_secret_abc123")
@@ -226,8 +226,7 @@ async def test_errors_at_start(make_manager, hub, monkeypatch):
     assert (e.value.status, e.value.code) == (502, "network_error")
 
 
-async def test_hf_token_is_sent_and_never_shown(make_manager, hub, monkeypatch, caplog,
-                                                database):
+async def test_hf_token_is_sent_and_never_shown(make_manager, hub, monkeypatch, caplog):
     secret = "hf_secret_abc123"
     hub.add("owner/gated", FILE, tiny_gguf(1000))
     hub.gate("owner/gated", secret)
@@ -262,6 +261,9 @@ async def test_errors_during_the_transfer(make_manager, hub):
     pull, _ = await pulls.start(REPO, FILE)
     failed = await pulls.wait(pull.id, 30)
     assert failed.error["code"] == "hub_error" and failed.error["type"] == "server_error"
+    f.get_status = 403  # the CDN refuses its signed link (expired): a retry gets a new one
+    failed = await pulls.wait((await pulls.retry(pull.id)).id, 30)
+    assert failed.error["code"] == "network_error" and "retry" in failed.error["message"]
     f.get_status = None
     hub.repos[REPO].gated, hub.repos[REPO].token = True, "t"  # access revoked meanwhile
     failed = await pulls.wait((await pulls.retry(pull.id)).id, 30)
@@ -269,7 +271,7 @@ async def test_errors_during_the_transfer(make_manager, hub):
 
 
 async def test_restart_marks_running_pulls_failed_and_retry_resumes(make_manager, hub,
-                                                                     database, registry):
+                                                                     database):
     data = tiny_gguf(1_000_000)
     f = hub.add(REPO, FILE, data, delay=0.02)
     first = make_manager()
@@ -312,3 +314,28 @@ def test_classify_disk_full_and_unknown():
     assert classify(OSError(errno.ENOSPC, "No space left on device"), "x").code == "disk_full"
     err = classify(RuntimeError("boom"), "x")
     assert (err.status, err.code) == (500, "pull_error") and "boom" not in err.message
+
+
+async def test_records_on_sqlite_and_postgresql(db_url, hub, _isolated_hf_home):
+    from bodhi_jupyter.store.database import Database
+    from bodhi_jupyter.store.orm import ModelPull
+
+    db = Database(url=db_url)
+    db.upgrade()
+    try:
+        registry = ModelRegistry(db, ModelDiscovery(hf_home=str(_isolated_hf_home),
+                                                    include_packages=False))
+        pulls = PullManager(db, registry, endpoint=hub.url)
+        hub.add(REPO, FILE, tiny_gguf(5000))
+        pull, _ = await pulls.start(REPO, FILE)
+        assert (await pulls.wait(pull.id, 30)).state == "done"
+        with db.session() as s, s.begin():  # sizes past 32 bits (a 70B model)
+            s.add(ModelPull(id="big", repo=REPO, filename="b.gguf", revision="main",
+                            state="running", bytes_done=5 * 10**9, bytes_total=40 * 10**9,
+                            files=["b.gguf"], parts=[]))
+        assert pulls.mark_interrupted() == 1
+        big = pulls.get("big")
+        assert big.bytes_total == 40 * 10**9 and big.state == "failed"
+        assert [p.id for p in pulls.list()][-1] == pull.id
+    finally:
+        db.dispose()
