@@ -48,7 +48,7 @@ def _call(method: str, url: str, key: str, body: dict | None = None) -> dict:
 
 
 def pull(repo: str, filename: str, revision: str | None = None, *, progress: bool = True,
-         poll_interval: float = 0.5, timeout: float | None = None) -> str:
+         poll_interval: float = 0.5, timeout: float | None = None) -> str | None:
     """Pull ``filename`` (a .gguf; any part of a split one) from ``repo`` on the Hugging Face
     hub into the server's cache and return its model id, once it is listed in
     ``/v1/models``. Interrupting the cell cancels the pull."""
@@ -71,7 +71,7 @@ def pull(repo: str, filename: str, revision: str | None = None, *, progress: boo
                     bar.total = state["bytes_total"]
                 bar.update(state["bytes_done"] - bar.n)
             if state["state"] == "done":
-                return state["model_id"] or f"{repo}:{filename}"
+                return state["model_id"]  # None for a file that is no model (a projector)
             if state["state"] in ("failed", "cancelled"):
                 err = state.get("error") or {}
                 raise PullFailed(err.get("message") or f"the pull was {state['state']}",

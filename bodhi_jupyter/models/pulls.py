@@ -647,11 +647,13 @@ async def _in_thread(fn, *args):
 
     def target():
         try:
-            result = fn(*args)
+            outcome = (fn(*args), None)
         except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, e)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            outcome = (None, e)
+        try:
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+        except RuntimeError:  # the loop closed meanwhile (the server stopped)
+            pass
 
     threading.Thread(target=target, name="bodhi-pull", daemon=True).start()
     return await future

@@ -219,3 +219,26 @@ async def test_pull_the_demo_model_then_chat(http, bodhi_app, hub, smollm2_path,
         messages=[{"role": "system", "content": "You are a helpful assistant."},
                   {"role": "user", "content": "What is the capital of France?"}])
     assert "Paris" in reply.choices[0].message.content
+
+
+async def test_interrupting_the_notebook_helper_cancels_the_pull(bodhi_app, hub, api_url,
+                                                                 jupyter_token, monkeypatch):
+    import time
+    import types
+
+    import bodhi_jupyter
+    from bodhi_jupyter.kernel import pulls as kernel_pulls
+
+    hub.add(REPO, FILE, tiny_gguf(2_000_000), delay=0.02)
+    monkeypatch.setenv("BODHI_BASE_URL", api_url)
+    monkeypatch.setenv("BODHI_API_KEY", jupyter_token)
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt  # as Jupyter's "interrupt kernel" does mid-wait
+
+    monkeypatch.setattr(kernel_pulls, "time", types.SimpleNamespace(
+        sleep=interrupt, monotonic=time.monotonic))
+    with pytest.raises(KeyboardInterrupt):
+        await asyncio.to_thread(bodhi_jupyter.pull, REPO, FILE, progress=False)
+    [pull] = bodhi_app.pulls.list()
+    assert pull.state == "cancelled"
