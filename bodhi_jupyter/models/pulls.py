@@ -329,8 +329,16 @@ class PullManager(LoggingConfigurable):
         return done
 
     def _remove_partials(self, repo: str, parts: list[dict]) -> None:
+        """The partial files, and the finished parts of a split model that no snapshot
+        links to yet (the pull never got to link them)."""
+        snapshots = self._repo_dir(repo) / "snapshots"
+        linked = {p.resolve() for p in snapshots.rglob("*") if p.is_symlink()} \
+            if snapshots.exists() else set()
         for part in parts:
-            self._paths(repo, part)[1].unlink(missing_ok=True)
+            blob, partial, _link = self._paths(repo, part)
+            partial.unlink(missing_ok=True)
+            if blob.exists() and blob.resolve() not in linked:
+                blob.unlink()
 
     # -- starting --------------------------------------------------------------------------
     async def start(self, repo: str, filename: str, revision: str | None = None,
@@ -360,8 +368,8 @@ class PullManager(LoggingConfigurable):
                         parts=parts, created_by=created_by, created_at=now, updated_at=now)
         with self.database.session() as s, s.begin():
             s.add(row)
-        self.log.info("bodhi: pulling %s %s (%s) from %s", repo, filename,
-                      revision or "main", self.endpoint)
+        self.log.info("bodhi: pulling %s %s (%s) from %s", repo, filename, revision,
+                      self.endpoint)
         self._spawn(row.id, parts)
         return self._row_to_pull(row), True
 
@@ -416,8 +424,9 @@ class PullManager(LoggingConfigurable):
                     self._check_disk(pull.repo, parts)
                     stale = [p for p in pull.parts if p not in parts]
                     self._remove_partials(pull.repo, stale)
+                    job.done = self._bytes_on_disk(pull.repo, parts)
                     self._update(pull_id, parts=parts, files=[p["name"] for p in parts],
-                                 bytes_total=_total(parts))
+                                 bytes_total=_total(parts), bytes_done=job.done)
                 job.total = _total(parts)
                 await _in_thread(self._transfer, pull.repo, pull.revision, parts, job)
                 await self.registry.rescan(force=True)  # listed as soon as it is done
@@ -474,14 +483,14 @@ class PullManager(LoggingConfigurable):
         return parts
 
     def _transfer(self, repo: str, revision: str | None, parts: list[dict], job: _Job) -> None:
-        """Fetch each part not yet in the cache, verify it, and let huggingface_hub link it
-        into the snapshot (and write the revision's ref)."""
+        """Fetch each part not yet in the cache and verify it; only when every part is
+        there, let huggingface_hub link them into the snapshot (and write the revision's
+        ref), so that discovery never lists half a split model."""
         from huggingface_hub import hf_hub_download
 
         for part in parts:
             blob, partial, link = self._paths(repo, part)
             if link.exists():
-                job.progress(0)
                 continue
             lock = self._blob_locks.setdefault(blob, threading.Lock())
             while not lock.acquire(timeout=0.1):  # another pull fetches the same file
@@ -498,15 +507,17 @@ class PullManager(LoggingConfigurable):
                     os.replace(partial, blob)
             finally:
                 lock.release()
-            if job.cancel.is_set():
-                raise Cancelled()
-            hf_hub_download(repo, part["name"], revision=part["commit"],
-                            cache_dir=str(self.cache_dir), endpoint=self.endpoint,
-                            etag_timeout=self.timeout)
+        if job.cancel.is_set():
+            raise Cancelled()
+        for part in parts:
+            if not self._paths(repo, part)[2].exists():
+                hf_hub_download(repo, part["name"], revision=part["commit"],
+                                cache_dir=str(self.cache_dir), endpoint=self.endpoint,
+                                etag_timeout=self.timeout)
+        if (revision or "main") != parts[0]["commit"]:
             ref = self._repo_dir(repo) / "refs" / (revision or "main")
-            if (revision or "main") != part["commit"]:
-                ref.parent.mkdir(parents=True, exist_ok=True)
-                ref.write_text(part["commit"])
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(parts[0]["commit"])
 
     def _fetch(self, part: dict, partial: Path, job: _Job) -> None:
         """Download into the partial file, continuing what is there; reconnect on a drop."""

@@ -339,3 +339,18 @@ async def test_records_on_sqlite_and_postgresql(db_url, hub, _isolated_hf_home):
         assert [p.id for p in pulls.list()][-1] == pull.id
     finally:
         db.dispose()
+
+
+async def test_half_a_split_model_is_never_listed(make_manager, hub, registry,
+                                                  _isolated_hf_home):
+    parts = [f"big-Q8_0-0000{i}-of-00002.gguf" for i in (1, 2)]
+    hub.add(REPO, parts[0], tiny_gguf(20_000, seed=1))
+    second = hub.add(REPO, parts[1], tiny_gguf(1_000_000, seed=2), delay=0.02)
+    pulls = make_manager()
+    pull, _ = await pulls.start(REPO, parts[0])
+    await until(lambda: second.served > 50_000, 20)
+    await registry.rescan(force=True)
+    assert registry.files() == {}  # part 1 is in, but not linked: nothing to list yet
+    await pulls.cancel(pull.id)
+    assert not [p for p in cache_files(_isolated_hf_home)
+                if "/blobs/" in p or "/snapshots/" in p]
