@@ -8,7 +8,7 @@ import struct
 import gguf
 import pytest
 
-from bodhi_jupyter.models.gguf_meta import GGUFError, embedding_length, read_metadata
+from bodhi_jupyter.models.metadata import GGUFError, embedding_length, read_metadata
 
 
 def reference_field(path, key):
