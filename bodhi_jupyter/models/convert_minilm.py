@@ -43,6 +43,7 @@ REVISION = 1
 _UNUSED = ("embeddings.position_ids", "pooler.")
 #: kept in F32: llama.cpp's BERT graph cannot add F16 rows of them to F32 activations
 _F32_ALWAYS = {"token_types.weight", "position_embd.weight"}
+_SPECIAL_TYPES = ("bos", "eos", "unk", "sep", "pad", "mask")
 #: what gguf.SpecialVocab reads to find the special tokens
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "config.json")
@@ -77,7 +78,9 @@ def convert(zip_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
         tokenizer = json.loads(z.read("tokenizer.json"))
         z.extractall(tok_dir, [n for n in _TOKENIZER_FILES if n in z.namelist()])
         # gguf's own reading of the special tokens ([CLS] as BOS, [SEP] as EOS, both added)
-        specials = gguf.SpecialVocab(tok_dir, n_vocab=len(tokenizer["model"]["vocab"]))
+        # (llama.cpp has no key of its own for [CLS]; gguf maps it to BOS)
+        specials = gguf.SpecialVocab(tok_dir, n_vocab=len(tokenizer["model"]["vocab"]),
+                                     special_token_types=_SPECIAL_TYPES)
         weights = load(z.read("model.safetensors"))
     if config.get("model_type") != "bert" or tokenizer["model"]["type"] != "WordPiece":
         raise ValueError("not a BERT model with a WordPiece vocabulary")
