@@ -217,18 +217,17 @@ def _file_type_name(value) -> str | None:
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
-def _split_size(path: str, first: int) -> int:
-    """A split GGUF's size is all its parts' (``x-00001-of-00003.gguf`` and the others)."""
+def _other_parts(path: str) -> list[str]:
+    """The later parts of a split GGUF named by its first (``x-00001-of-00003.gguf``)."""
     m = _SPLIT.search(path)
     if not m or m.group(1) != "00001":
-        return first
-    total = first
-    for i in range(2, int(m.group(2)) + 1):
-        try:
-            total += os.stat(f"{path[:m.start()]}-{i:05d}-of-{m.group(2)}.gguf").st_size
-        except OSError:
-            pass
-    return total
+        return []
+    return [f"{path[:m.start()]}-{i:05d}-of-{m.group(2)}.gguf"
+            for i in range(2, int(m.group(2)) + 1)]
+
+
+def _parameters(tensors) -> int:
+    return sum(functools.reduce(int.__mul__, shape, 1) for _, shape, _ in tensors)
 
 
 def _has_fim(values: dict, tokens_raw: bytes | None) -> bool:
@@ -244,6 +243,7 @@ def _has_fim(values: dict, tokens_raw: bytes | None) -> bool:
 
 def _describe(path: str, size: int) -> ModelMetadata:
     from .discovery import quant_of  # discovery imports this module
+
     tokens_key = gguf.Keys.Tokenizer.LIST
     header = read_header(path, tensors=True, arrays=False,
                          raw_arrays=frozenset({tokens_key}))
@@ -251,9 +251,24 @@ def _describe(path: str, size: int) -> ModelMetadata:
     arch = v.get(gguf.Keys.General.ARCHITECTURE)
     arch = arch if isinstance(arch, str) else None
     a = functools.partial(str.format, arch=arch or "")
+    # no converter writes a parameter count that we know of (general.size_label is "135M");
+    # the tensor infos after the keys give it exactly, and for a split file each part
+    # lists its own tensors
     params = _int(v.get("general.parameter_count"))
+    parts = _other_parts(path)
     if params is None and header.tensors:
-        params = sum(functools.reduce(int.__mul__, shape, 1) for _, shape, _ in header.tensors)
+        params = _parameters(header.tensors)
+        for part in parts:
+            try:
+                params += _parameters(read_header(part, set(), tensors=True).tensors)
+            except (OSError, GGUFError):
+                params = None  # a part missing or broken: unknown rather than wrong
+                break
+    for part in parts:
+        try:
+            size += os.stat(part).st_size
+        except OSError:
+            pass
     quant = _file_type_name(v.get(gguf.Keys.General.FILE_TYPE)) \
         if gguf.Keys.General.FILE_TYPE in v else None
     template = v.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
@@ -270,7 +285,7 @@ def _describe(path: str, size: int) -> ModelMetadata:
     return ModelMetadata(
         architecture=arch, parameter_count=params,
         quantization=quant or quant_of(os.path.basename(path)),
-        file_size=_split_size(path, size),
+        file_size=size,
         context_length=_int(v.get(a(gguf.Keys.LLM.CONTEXT_LENGTH))),
         embedding_length=_int(v.get(a(gguf.Keys.LLM.EMBEDDING_LENGTH))),
         chat_template=template is not None, capabilities=caps, template=template)

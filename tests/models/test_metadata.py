@@ -130,9 +130,15 @@ def test_cached_per_file_version(tmp_path):
 
 
 def test_a_split_model_counts_every_part(tmp_path):
-    first = write_gguf(tmp_path / "big-00001-of-00002.gguf")
-    (tmp_path / "big-00002-of-00002.gguf").write_bytes(b"x" * 1000)
-    assert read_model_metadata(first).file_size == os.path.getsize(first) + 1000
+    first = write_gguf(tmp_path / "big-00001-of-00002.gguf")  # 4 x 8 weights
+    second = write_gguf(tmp_path / "big-00002-of-00002.gguf",
+                        tensors={"output.weight": np.zeros((2, 8), np.float32)})
+    meta = read_model_metadata(first)
+    assert meta.file_size == os.path.getsize(first) + os.path.getsize(second)
+    assert meta.parameter_count == 32 + 16
+    os.truncate(second, 10)  # a broken part: the count is unknown, the size still adds up
+    os.utime(first, ns=(2, 2))
+    assert read_model_metadata(first).parameter_count is None
 
 
 def test_a_file_that_is_not_gguf_is_an_error(tmp_path):
