@@ -374,3 +374,7 @@ add_panel_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, query_param
 from .openapi_pulls import add_pull_paths  # noqa: E402
 
 add_pull_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
+
+from .openapi_meta import add_model_metadata  # noqa: E402
+
+add_model_metadata(SCHEMAS)

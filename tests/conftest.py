@@ -63,6 +63,21 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def converted_models_dir(tmp_path_factory) -> Path:
+    """One cache of converted package models (all-minilm-l6-v2) for the whole session."""
+    return tmp_path_factory.mktemp("converted-models")
+
+
+@pytest.fixture(autouse=True)
+def _shared_converted_models(converted_models_dir, monkeypatch):
+    """Convert packaged models once per session, never into the developer's data dir."""
+    from bodhi_jupyter.models import discovery
+
+    monkeypatch.setattr(discovery, "default_converted_dir", lambda: str(converted_models_dir))
+    return converted_models_dir
+
+
 @pytest.fixture
 def database(tmp_path):
     """A migrated SQLite database of our own, for tests that need no server."""

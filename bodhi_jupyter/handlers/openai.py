@@ -13,6 +13,7 @@ from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
+from ..models.capabilities import model_fields
 from ..models.registry import ResolvedModel
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
@@ -20,7 +21,10 @@ from .base import BodhiHandler, domain_errors_as_http, requires
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
-    return {"id": model.id, "object": "model", "created": created, "owned_by": "bodhi"}
+    """OpenAI's model object, plus what the file says (source, architecture, capabilities
+    ...: clients ignore fields they do not know)."""
+    return {"id": model.id, "object": "model", "created": created, "owned_by": "bodhi",
+            **model_fields(model)}
 
 
 class OpenAIHandler(BodhiHandler):

@@ -23,6 +23,7 @@ from traitlets.config import LoggingConfigurable
 if TYPE_CHECKING:  # SQLAlchemy loads when a query first runs, not with the server
     from ..store.database import Database
 from .discovery import ModelDiscovery, ModelFile
+from .metadata import ModelMetadata
 
 SERVER_OPTION_KEYS = {
     "ctx_size": int,
@@ -70,6 +71,9 @@ class ResolvedModel:
     kind: str  # "alias" or the discovery source
     server: ServerOptions
     request_defaults: dict = field(default_factory=dict, compare=False, hash=False)
+    #: the file's header facts, read during the scan; None when unknown
+    metadata: ModelMetadata | None = field(default=None, compare=False, hash=False,
+                                           repr=False)
 
 
 def validate_alias(name: str, spec: dict) -> None:
@@ -133,6 +137,7 @@ class ModelRegistry(LoggingConfigurable):
         self.database = database
         self.discovery = discovery or ModelDiscovery(parent=self)
         self._files: dict[str, ModelFile] = {}
+        self._path_files: dict[str, ModelFile] = {}  # .gguf paths aliases name, read too
         self._scanned_at: float | None = None  # monotonic time the last scan ended
         self._scan: asyncio.Future | None = None
         self.scans = 0
@@ -191,11 +196,23 @@ class ModelRegistry(LoggingConfigurable):
     def files(self) -> dict[str, ModelFile]:
         """The files of the last scan (the first call scans: at start-up)."""
         if self._scanned_at is None:
-            self._store_scan(self.discovery.scan())
+            self._store_scan(self._scan_files())
         return self._files
 
-    def _store_scan(self, files: dict[str, ModelFile]) -> None:
-        self._files = files
+    def _scan_files(self) -> tuple[dict[str, ModelFile], dict[str, ModelFile]]:
+        """Discovery's files, and the .gguf paths aliases name, each with its metadata."""
+        files = self.discovery.scan()
+        paths = {}
+        for alias in list(self._aliases.values()):
+            ref = alias["model"]
+            if ref not in files and ref.endswith(".gguf") and Path(ref).is_file():
+                p = Path(ref)
+                paths[ref] = self.discovery.with_metadata(
+                    ModelFile(p.stem, str(p), "path", p.stat().st_size))
+        return files, paths
+
+    def _store_scan(self, scanned: tuple[dict[str, ModelFile], dict[str, ModelFile]]) -> None:
+        self._files, self._path_files = scanned
         self._scanned_at = time.monotonic()
         self.scans += 1
 
@@ -216,7 +233,7 @@ class ModelRegistry(LoggingConfigurable):
 
     async def _scan_off_loop(self) -> None:
         try:
-            self._store_scan(await asyncio.to_thread(self.discovery.scan))
+            self._store_scan(await asyncio.to_thread(self._scan_files))
         except Exception as e:  # keep the last list; try again after the interval
             self._scanned_at = time.monotonic()
             self.log.error("bodhi: scanning for models failed: %s", e)
@@ -259,26 +276,31 @@ class ModelRegistry(LoggingConfigurable):
                 opts["extra_args"] = tuple(str(a) for a in opts["extra_args"])
             server = ServerOptions(**{**base.server.__dict__, **opts})
             defaults = {**base.request_defaults, **alias["request"]}
-            return ResolvedModel(name, target.path, "alias", server, defaults)
+            return ResolvedModel(name, target.path, "alias", server, defaults,
+                                 target.metadata)
         target = self._find_file(name, allow_path=False)
         if target is None:
             raise ModelNotFound(f"The model '{name}' does not exist")
         resolved = self._from_file(target)
         return ResolvedModel(name, resolved.path, resolved.kind, resolved.server,
-                             resolved.request_defaults)
+                             resolved.request_defaults, resolved.metadata)
 
     def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
         """Ids come from the last scan: no scan on the request path."""
         found = self.files().get(ref)
         if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():
-            p = Path(ref)
-            found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
+            found = self._path_files.get(ref)  # with metadata once a scan has read it
+            if found is None:
+                p = Path(ref)
+                found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
         return found
 
     def _from_file(self, f: ModelFile) -> ResolvedModel:
-        server = ServerOptions(ctx_size=self.default_ctx_size, parallel=self.default_parallel,
-                               gpu_layers=self.default_gpu_layers)
-        return ResolvedModel(f.id, f.path, f.source, server, dict(f.request_defaults))
+        server = ServerOptions(**{"ctx_size": self.default_ctx_size,
+                                  "parallel": self.default_parallel,
+                                  "gpu_layers": self.default_gpu_layers, **f.server_options})
+        return ResolvedModel(f.id, f.path, f.source, server, dict(f.request_defaults),
+                             f.metadata)
 
 
 def apply_request_defaults(endpoint: str, body: dict, defaults: dict) -> dict:
