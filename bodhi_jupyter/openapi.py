@@ -370,3 +370,6 @@ from .openapi_panel import add_panel_paths  # noqa: E402
 
 add_panel_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, query_param, PAGE_PARAMS,
                 page_of)
+from .openapi_upstreams import add_upstream_paths  # noqa: E402
+
+add_upstream_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)

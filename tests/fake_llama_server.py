@@ -50,6 +50,8 @@ Process-level fault flags:
                              stuck with a stream open); SIGKILL still works
     --fake-record FILE       append every POST body as a JSON line
                              {"path", "body"} to FILE
+    --fake-status CODE       answer every POST with HTTP status CODE and the
+                             error JSON of [status=CODE] (an engine that always fails)
 
 A client that disconnects mid-stream is noticed at the next write: generation
 stops and "fake-llama-server: client disconnected" goes to stderr.
@@ -137,6 +139,7 @@ def parse_args(argv=None):
     p.add_argument("--fake-embedding-dim", type=int, default=8, metavar="N")
     p.add_argument("--fake-ignore-sigterm", action="store_true")
     p.add_argument("--fake-record", default=None, metavar="FILE")
+    p.add_argument("--fake-status", type=int, default=None, metavar="CODE")
     args, unknown = p.parse_known_args(argv)
     return args, unknown
 
@@ -333,6 +336,10 @@ class Handler(BaseHTTPRequestHandler):
                     self.read_body()
                     raise RequestError(401, "Invalid API Key", "authentication_error")
                 name = self.ROUTES.get((method, self.path_only))
+                if method == "POST" and self.server.cfg.fake_status is not None:
+                    self.read_body()
+                    code = self.server.cfg.fake_status
+                    raise RequestError(code, f"fake error {code}")
                 if name is None:
                     self.read_body()
                     raise RequestError(404, "File Not Found")
