@@ -461,6 +461,8 @@ class UpstreamRegistry(LoggingConfigurable):
         old = self._live.get(row.name)
         live = self._live[row.name] = self._make_live(row)
         if old is not None:
+            if old.view.base_url == live.view.base_url:
+                live.fetched = old.fetched  # still its models; refreshed at the next listing
             old.close()
         self._reindex()
         return live.view
