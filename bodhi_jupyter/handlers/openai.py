@@ -13,7 +13,7 @@ from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
-from ..models.registry import ResolvedModel
+from ..models.registry import InvalidAlias, ModelNotFound, ResolvedModel
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
@@ -209,17 +209,19 @@ class InferenceHandler(OpenAIHandler):
             self._target = name
             self.set_header("X-Bodhi-Target", name)
             try:
-                with domain_errors_as_http():
-                    model = registry.resolve_target(router, name)
-                    sub = await gateway.for_model(request.endpoint, request.body, model)
-                    await self._serve_one(sub)
-                return
-            except BodhiAPIError as e:
-                if e.status < 500 or self._headers_written:
-                    raise
-                failures.append(f"{name}: {e.message.splitlines()[0][:200]}")
-            except (LookupError, ValueError) as e:  # unknown target, or a nested router
+                model = registry.resolve_target(router, name)
+            except (ModelNotFound, InvalidAlias) as e:  # unknown target, or a nested router
                 failures.append(f"{name}: {e}")
+            else:
+                try:
+                    with domain_errors_as_http():
+                        sub = await gateway.for_model(request.endpoint, request.body, model)
+                        await self._serve_one(sub)
+                    return
+                except BodhiAPIError as e:
+                    if e.status < 500 or self._headers_written:
+                        raise
+                    failures.append(f"{name}: {e.message.splitlines()[0][:200]}")
             self.log.warning("bodhi: router %s: target %s failed, trying the next: %s",
                              router.id, name, failures[-1])
         raise BodhiAPIError(502, f"No target of the router '{router.id}' could answer: "
