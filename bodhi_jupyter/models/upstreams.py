@@ -25,7 +25,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -79,6 +79,8 @@ class Upstream:
 
 
 def _iso(t: datetime | None) -> str | None:
+    if t is not None and t.tzinfo is None:  # SQLite hands back naive UTC times
+        t = t.replace(tzinfo=timezone.utc)
     return None if t is None else t.isoformat()
 
 
