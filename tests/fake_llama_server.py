@@ -52,6 +52,7 @@ Process-level fault flags:
                              {"path", "body"} to FILE
     --fake-status CODE       answer every POST with HTTP status CODE and the
                              error JSON of [status=CODE] (an engine that always fails)
+    --fake-tls CERT KEY      serve https with this PEM certificate and key
 
 A client that disconnects mid-stream is noticed at the next write: generation
 stops and "fake-llama-server: client disconnected" goes to stderr.
@@ -140,6 +141,7 @@ def parse_args(argv=None):
     p.add_argument("--fake-ignore-sigterm", action="store_true")
     p.add_argument("--fake-record", default=None, metavar="FILE")
     p.add_argument("--fake-status", type=int, default=None, metavar="CODE")
+    p.add_argument("--fake-tls", nargs=2, default=None, metavar=("CERT", "KEY"))
     args, unknown = p.parse_known_args(argv)
     return args, unknown
 
@@ -736,6 +738,12 @@ def main(argv=None):
         sys.stderr.write(f"error: couldn't bind HTTP server socket, hostname: {cfg.host}, "
                          f"port: {cfg.port}: {e}\n")
         return 1
+    if cfg.fake_tls:
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*cfg.fake_tls)
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.cfg = cfg
     httpd.model_id = cfg.alias or cfg.model or "fake-model"
     httpd.created = int(time.time())

@@ -254,7 +254,7 @@ class _Live:
 
     def unreachable(self, error: Exception) -> BodhiAPIError:
         cause = str(error).split(": ", 1)[-1] if isinstance(error, UpstreamError) else (
-            type(error).__name__)
+            f"{type(error).__name__} {error}"[:300])
         if self.api_key:
             cause = cause.replace(self.api_key, "***")
         return BodhiAPIError(502, f"The upstream '{self.view.name}' ({self.where}) could not "

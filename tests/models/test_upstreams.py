@@ -3,9 +3,11 @@ fake upstream, and failures that name the upstream but never the key."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
+import time
 
 import pytest
 from sqlalchemy import text
@@ -139,3 +141,37 @@ async def test_a_wrong_key_or_no_server_fails_without_the_key(registry, remote, 
     await registry.refresh_stale(wait=10)  # failures are logged, the listing goes on
     assert registry.models() == []
     assert "bad" in caplog.text and "down" in caplog.text and wrong not in caplog.text
+
+
+async def test_https_upstreams_stream_as_they_arrive(database, tmp_path):
+    from ..remote_servers import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server = fake_server(tmp_path / "tls.log", "--api-key", KEY, alias="tls",
+                         tls=(cert, key)).wait_healthy(15)
+    try:
+        untrusting = UpstreamRegistry(database, secret_key_file=str(tmp_path / "k1"))
+        untrusting.create(parse_upstream({"name": "s", "base_url": server.base_url,
+                                          "api_key": KEY}))
+        with pytest.raises(BodhiAPIError) as info:
+            await untrusting.fetch_models("s")
+        assert info.value.code == "upstream_unreachable" and "CERTIFICATE" in \
+            info.value.message.upper()
+        untrusting.close()
+
+        registry = UpstreamRegistry(database, secret_key_file=str(tmp_path / "k1"),
+                                    ca_file=str(cert))
+        registry.load()
+        assert await registry.fetch_models("s") == ["tls"]
+        forwarder = registry.forwarder(registry.lookup("s/tls"))
+        body = {"model": "tls", "stream": True, "max_tokens": 3,
+                "messages": [{"role": "user", "content": "[delay=0.3]"}]}
+        resp = await forwarder.forward("/v1/chat/completions", json.dumps(body).encode())
+        assert resp.status == 200 and resp.content_type.startswith("text/event-stream")
+        arrivals = []
+        await resp.relay(lambda piece: arrivals.append((time.monotonic(), piece)))
+        assert b"[DONE]" in arrivals[-1][1] and b"fake" in arrivals[0][1]
+        assert arrivals[-1][0] - arrivals[0][0] > 0.45  # not held back until the end
+        registry.close()
+    finally:
+        server.stop()
