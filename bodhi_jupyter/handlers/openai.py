@@ -209,7 +209,7 @@ class InferenceHandler(OpenAIHandler):
             self._target = name
             self.set_header("X-Bodhi-Target", name)
             try:
-                model = registry.resolve_target(router, name)
+                model = await registry.resolve_target(router, name)
             except (ModelNotFound, InvalidAlias) as e:  # unknown target, or a nested router
                 failures.append(f"{name}: {e}")
             else:

@@ -318,12 +318,17 @@ class ModelRegistry(LoggingConfigurable):
             found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
         return found
 
-    def resolve_target(self, router: ResolvedModel, name: str) -> ResolvedModel:
-        """One target of a router alias, a known model that is not itself a router."""
+    async def resolve_target(self, router: ResolvedModel, name: str) -> ResolvedModel:
+        """One target of a router alias, a known model that is not itself a router (a
+        remote one whose upstream's list is stale is looked up after refreshing it)."""
         try:
             model = self.resolve(name)
         except ModelNotFound as e:
-            raise ModelNotFound(f"router '{router.id}': target '{name}' is unknown ({e})")
+            remote = self.remote
+            if remote is None or await remote.refresh_for(name) is None:
+                raise ModelNotFound(f"router '{router.id}': target '{name}' is unknown "
+                                    f"({e})") from None
+            model = self.resolve(name)
         if model.targets is not None:
             raise InvalidAlias(f"router '{router.id}': target '{name}' is a router itself; "
                                "routers do not nest")

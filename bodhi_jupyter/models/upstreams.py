@@ -213,7 +213,10 @@ class _Live:
         if self._pool is not None:
             self._pool.close()
         if self._client is not None:
-            asyncio.ensure_future(self._client.aclose())
+            try:
+                asyncio.get_running_loop().create_task(self._client.aclose())
+            except RuntimeError:  # no loop (a test, the storage thread): sockets go with GC
+                pass
 
     def path(self, path: str) -> str:
         """An OpenAI path (``/v1/chat/completions``) under this upstream's base URL, which
@@ -278,7 +281,8 @@ class UpstreamRegistry(LoggingConfigurable):
     secret_key = Unicode(
         "", help="Fernet key (urlsafe base64 of 32 bytes) that encrypts upstream API keys in "
         "the database. Empty: read from secret_key_file, which is created on first use. Keep "
-        "it out of the database: whoever has both can read the keys.",
+        "it out of the database: whoever has both can read the keys. Prefer the file: "
+        "config values show in Jupyter's debug log.",
     ).tag(config=True)
 
     secret_key_file = Unicode(
