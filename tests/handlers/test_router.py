@@ -10,7 +10,7 @@ import pytest
 from bodhi_jupyter.models.registry import InvalidAlias, validate_alias
 from bodhi_jupyter.models.upstreams import parse_upstream
 
-from ..remote_servers import closed_port_url
+from ..remote_servers import closed_port_url, fake_server
 from .usage_rows import usage_rows
 
 
@@ -34,6 +34,7 @@ def bodhi_config(fake_engine, smollm2_path):
             "r-down": {"targets": ["down/m", "ok"]},
             "r-400": {"targets": ["refuses", "ok"]},
             "r-none": {"targets": ["fails", "down/m", "no-such-model", "r-500"]},
+            "r-remote": {"targets": ["up/far", "ok"]},
         }},
     }
 
@@ -96,6 +97,18 @@ async def test_when_every_target_fails_the_502_lists_why(client, bodhi_app, down
     assert resp.headers["X-Bodhi-Target"] == "r-500"  # the last one tried
     assert [(r.model, r.status) for r in await usage_rows(bodhi_app, "chat")] == [
         ("r-none", 502)]
+
+
+async def test_a_remote_target_is_found_by_asking_its_upstream(client, bodhi_app, tmp_path):
+    far = fake_server(tmp_path / "far.log", alias="far").wait_healthy(15)
+    try:
+        bodhi_app.upstreams.create(parse_upstream({"name": "up", "base_url": far.base_url}))
+        resp = await client.post("chat/completions", json=chat("r-remote"))
+        assert resp.status_code == 200 and resp.headers["X-Bodhi-Target"] == "up/far"
+        assert resp.json()["model"] == "far"
+        assert bodhi_app.supervisor.engines == {}
+    finally:
+        far.stop()
 
 
 async def test_routers_are_listed(openai_client):
