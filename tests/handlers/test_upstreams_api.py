@@ -8,7 +8,6 @@ import json
 import logging
 import time
 
-import httpx
 import openai
 import pytest
 from sqlalchemy import text
