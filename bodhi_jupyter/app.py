@@ -36,12 +36,14 @@ from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
 from .handlers import models as models_api
 from .handlers import pulls as pulls_api
+from .handlers import upstreams as upstreams_api
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
 from .metrics import BodhiMetrics
 from .models.discovery import ModelDiscovery
 from .models.pulls import PullManager
 from .models.registry import ModelRegistry
+from .models.upstreams import UpstreamRegistry
 from .settings import RuntimeSettings
 from .store.database import Database
 from .usage import UsageRecorder
@@ -59,7 +61,7 @@ class BodhiApp(ExtensionApp):
     description = __doc__.split("\n\n")[0]
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
-               RolePolicy, RateLimiter, PullManager]
+               RolePolicy, RateLimiter, PullManager, UpstreamRegistry]
 
     preload = List(
         Unicode(),
@@ -79,6 +81,8 @@ class BodhiApp(ExtensionApp):
         self.database = Database(parent=self, log=self.log)
         self.registry = ModelRegistry(self.database, ModelDiscovery(parent=self, log=self.log),
                                       parent=self, log=self.log)
+        self.upstreams = UpstreamRegistry(self.database, parent=self, log=self.log)
+        self.registry.remote = self.upstreams  # remote models resolve after local ones
         self.launcher = LlamaServerLauncher(parent=self, log=self.log)
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
         atexit.register(self.supervisor.kill_all)  # if stop_extension never runs
@@ -106,6 +110,7 @@ class BodhiApp(ExtensionApp):
         self.handlers.extend(app_api.default_handlers)
         self.handlers.extend(conversations_api.default_handlers + models_api.default_handlers)
         self.handlers.extend(pulls_api.default_handlers)
+        self.handlers.extend(upstreams_api.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
 
     def _runtime_settings(self) -> RuntimeSettings:
@@ -126,6 +131,7 @@ class BodhiApp(ExtensionApp):
         off, and scan for models once."""
         self.database.upgrade()
         self.registry.sync_config_aliases()
+        self.upstreams.load()
         self.runtime_settings.apply_stored()
         self.conversations.cut_off_streaming(server_owner())  # replies the last run left
         self.pulls.mark_interrupted()  # pulls the last run left: failed, resumable
@@ -188,6 +194,7 @@ class BodhiApp(ExtensionApp):
         await self._tasks.cancel_all()
         await self.pulls.shutdown()
         await self.supervisor.shutdown()
+        self.upstreams.close()
         atexit.unregister(self.supervisor.kill_all)
         if self._opening is not None:  # let a start-up migration finish before closing
             await asyncio.wait([asyncio.wrap_future(self._opening)], timeout=30)

@@ -112,6 +112,18 @@ class InferenceGateway:
         body = parse_json_object(raw)
         validate(endpoint, body)
         model = await self.registry.resolve_fresh(body["model"])  # ModelNotFound: a 404
+        if model.targets is not None:  # a router: shaped per target (for_model) when served
+            return PreparedRequest(endpoint, model, b"", body.get("stream") is True, body)
+        return await self.for_model(endpoint, body, model)
+
+    async def for_model(self, endpoint: str, body: dict, model: ResolvedModel
+                        ) -> PreparedRequest:
+        """The request as sent to one model: its checks, its defaults, its name."""
+        if model.remote is not None:  # the upstream judges what it can take
+            body = with_defaults(endpoint, body, model.request_defaults)
+            body["model"] = model.remote.model  # the upstream's own name for it
+            return PreparedRequest(endpoint, model, json.dumps(body).encode(),
+                                   body.get("stream") is True, body)
         meta = await self._metadata(model)
         check_capable(endpoint, model, meta)
         media = media_part(endpoint, body)

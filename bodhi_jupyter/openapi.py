@@ -378,3 +378,6 @@ add_pull_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS,
 from .openapi_meta import add_model_metadata  # noqa: E402
 
 add_model_metadata(SCHEMAS)
+from .openapi_upstreams import add_upstream_paths  # noqa: E402
+
+add_upstream_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)

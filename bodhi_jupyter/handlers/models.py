@@ -25,6 +25,7 @@ class AppModelsHandler(BodhiHandler):
     async def get(self):
         page = self.page()
         await self.bodhi.registry.rescan()  # as /v1/models: new files show within seconds
+        await self.bodhi.upstreams.refresh_stale()
         models = [model_json(m) for m in self.bodhi.registry.list_models()
                   if self.principal.may_use_model(m.id)]
         self.finish(page.of(models))

@@ -27,7 +27,9 @@ class ModelAlias(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
-    model: Mapped[str] = mapped_column(String(1024), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # None: a router
+    #: a router alias: model names tried in order (local or remote); None for a plain alias
+    targets: Mapped[list | None] = mapped_column(JSON, nullable=True)
     request_defaults: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     server_options: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     source: Mapped[str] = mapped_column(String(16), nullable=False, default="api")
@@ -149,3 +151,19 @@ class ModelPull(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+class Upstream(Base):
+    """A remote OpenAI-compatible server. The API key is stored Fernet-encrypted only; its
+    key lives outside the database (models/upstreams.py)."""
+
+    __tablename__ = "upstreams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    base_url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    #: the models it serves as configured; None: asked from its GET /models
+    models: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    prefix: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)
