@@ -45,8 +45,10 @@ class AliasExportHandler(BodhiHandler):
     @requires("read")
     async def get(self):
         import yaml
-        self.set_header("Content-Type", "application/yaml")
-        self.finish(yaml.safe_dump(self.bodhi.aliases.export(), sort_keys=False))
+        text = yaml.safe_dump(self.bodhi.aliases.export(), sort_keys=False)
+        self.set_header("Content-Type", "application/yaml; charset=utf-8")
+        self.set_header("Content-Disposition", 'attachment; filename="aliases.yaml"')
+        web.RequestHandler.finish(self, text.encode())  # APIHandler.finish forces JSON
 
 
 class AliasImportHandler(BodhiHandler):
