@@ -84,7 +84,7 @@ def add_alias_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
         "/app/aliases/export": {"get": op(
             "Every alias as BodhiApp's alias YAML (a list)",
             {"200": {"description": "YAML", "content": {"application/yaml": {
-                "schema": {"type": "string"}}}}}, tag=tag)},
+                "schema": {"type": "array", "items": {"type": "object"}}}}}}, tag=tag)},
         "/app/aliases/import": {"post": import_op},
         "/app/aliases/{name}": {
             "get": op("One alias", {"200": json(ref("Alias")), **errors},
