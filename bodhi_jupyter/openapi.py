@@ -370,3 +370,7 @@ from .openapi_panel import add_panel_paths  # noqa: E402
 
 add_panel_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, query_param, PAGE_PARAMS,
                 page_of)
+
+from .openapi_ollama import add_ollama_paths  # noqa: E402
+
+add_ollama_paths(PATHS, SCHEMAS, _op, _json, _ref)

@@ -1,0 +1,596 @@
+"""The Ollama API (``bodhi/api/*``) in terms of the OpenAI-compatible engine: Ollama
+requests become the chat, completion and embedding requests the inference pipeline already
+serves, and the engine's replies (whole or streamed) become Ollama's JSON and NDJSON.
+
+Pure translation, no HTTP: the handlers in :mod:`.handlers.ollama` feed it. Ollama's
+request fields are checked by the JSON Schemas here (what ``bodhi/openapi.json`` publishes
+for these routes); the translated request is then checked again by the OpenAI schemas, so
+the engine only ever sees what the OpenAI routes would send it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import fastjsonschema
+
+from .errors import invalid
+from .models.gguf_meta import read_metadata
+from .schemas import INT32_MAX, schema_error
+
+# -- request schemas ---------------------------------------------------------------------------
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_NUM = {"type": "number"}
+
+
+def _int(lo: int, hi: int = INT32_MAX) -> dict:
+    return {"type": "integer", "minimum": lo, "maximum": hi}
+
+
+def _num(lo: float, hi: float) -> dict:
+    return {"type": "number", "minimum": lo, "maximum": hi}
+
+
+#: every option the ollama client's ``Options`` names: sampling ones are mapped, load-time
+#: ones (num_gpu, num_thread, ...) are accepted and left to the server's own configuration
+OPTIONS = {"type": "object", "additionalProperties": False, "properties": {
+    "numa": _BOOL, "num_ctx": _int(0), "num_batch": _int(0), "num_gpu": _int(-1),
+    "main_gpu": _int(0), "low_vram": _BOOL, "f16_kv": _BOOL, "logits_all": _BOOL,
+    "vocab_only": _BOOL, "use_mmap": _BOOL, "use_mlock": _BOOL, "embedding_only": _BOOL,
+    "num_thread": _int(0), "num_keep": _int(-1), "seed": _int(-1, 2**32 - 1),
+    "num_predict": _int(-2), "top_k": _int(0), "top_p": _num(0, 1), "min_p": _num(0, 1),
+    "tfs_z": _NUM, "typical_p": _num(0, 1), "repeat_last_n": _int(-1),
+    "temperature": _num(0, 2), "repeat_penalty": _num(0, 100),
+    "presence_penalty": _num(-2, 2), "frequency_penalty": _num(-2, 2),
+    "mirostat": _int(0, 2), "mirostat_tau": _num(0, 100), "mirostat_eta": _num(0, 100),
+    "penalize_newline": _BOOL,
+    "stop": {"type": "array", "items": _STR, "description": "an array of strings"}}}
+
+#: Ollama options -> the OpenAI/llama-server field of the same meaning
+_OPTION_FIELDS = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+    "seed": "seed", "stop": "stop", "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "typical_p": "typical_p", "repeat_last_n": "repeat_last_n", "mirostat": "mirostat",
+    "mirostat_tau": "mirostat_tau", "mirostat_eta": "mirostat_eta", "num_keep": "n_keep",
+}
+
+_MODEL = {"type": "string", "minLength": 1, "maxLength": 1000,
+          "description": "a non-empty string"}
+_KEEP_ALIVE = {"description": "a duration: seconds or a string such as '5m'",
+               "anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}]}
+_FORMAT = {"description": "'json' or a JSON Schema object",
+           "anyOf": [{"enum": ["", "json"]}, {"type": "object"}]}
+_THINK = {"description": "a boolean or 'low', 'medium', 'high'",
+          "anyOf": [{"type": "boolean"}, {"enum": ["low", "medium", "high"]}]}
+_IMAGES = {"type": "array", "items": {"type": "string", "minLength": 1},
+           "description": "an array of base64-encoded images"}
+_TOOL_CALL = {"type": "object", "required": ["function"], "properties": {
+    "function": {"type": "object", "required": ["name"], "properties": {
+        "name": _STR, "arguments": {"type": "object"}, "index": {"type": "integer"}}}}}
+_MESSAGE = {"type": "object", "required": ["role"], "additionalProperties": False,
+            "properties": {
+                "role": {"enum": ["system", "user", "assistant", "tool"]},
+                "content": {"type": ["string", "null"]}, "thinking": {"type": ["string", "null"]},
+                "images": {"anyOf": [_IMAGES, {"type": "null"}]},
+                "tool_name": {"type": ["string", "null"]},
+                "tool_calls": {"anyOf": [{"type": "array", "items": _TOOL_CALL},
+                                         {"type": "null"}]}}}
+_TOOL = {"type": "object", "required": ["function"], "properties": {
+    "type": {"const": "function"},
+    "function": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "minLength": 1}, "description": _STR,
+        "parameters": {"type": "object"}}}}}
+_COMMON = {"model": _MODEL, "stream": _BOOL, "options": OPTIONS, "keep_alive": _KEEP_ALIVE,
+           "format": _FORMAT, "think": _THINK, "logprobs": _BOOL, "top_logprobs": _int(0, 20)}
+
+SCHEMAS = {
+    "OllamaChatRequest": {
+        "type": "object", "required": ["model"], "additionalProperties": False,
+        "properties": {**_COMMON, "messages": {"type": "array", "items": _MESSAGE},
+                       "tools": {"type": "array", "items": _TOOL}}},
+    "OllamaGenerateRequest": {
+        "type": "object", "required": ["model"], "additionalProperties": False,
+        "properties": {**_COMMON, "prompt": _STR, "suffix": _STR, "system": _STR,
+                       "template": _STR, "raw": _BOOL, "images": _IMAGES,
+                       "context": {"type": "array", "items": _int(0)}}},
+    "OllamaEmbedRequest": {
+        "type": "object", "required": ["model", "input"], "additionalProperties": False,
+        "properties": {"model": _MODEL, "truncate": _BOOL, "options": OPTIONS,
+                       "keep_alive": _KEEP_ALIVE, "dimensions": _int(1),
+                       "input": {"description": "a string or an array of strings",
+                                 "anyOf": [_STR, {"type": "array", "minItems": 1,
+                                                  "items": _STR}]}}},
+    "OllamaEmbeddingsRequest": {
+        "type": "object", "required": ["model"], "additionalProperties": False,
+        "properties": {"model": _MODEL, "prompt": _STR, "options": OPTIONS,
+                       "keep_alive": _KEEP_ALIVE}},
+    "OllamaShowRequest": {
+        "type": "object", "additionalProperties": False,
+        "description": "an object naming the model in 'model' (or the older 'name')",
+        "anyOf": [{"required": ["model"]}, {"required": ["name"]}],
+        "properties": {"model": _MODEL, "name": _MODEL, "verbose": _BOOL}},
+    "OllamaPullRequest": {
+        "type": "object", "additionalProperties": False,
+        "anyOf": [{"required": ["model"]}, {"required": ["name"]}],
+        "properties": {"model": _MODEL, "name": _MODEL, "insecure": _BOOL, "stream": _BOOL}},
+}
+
+
+@functools.cache
+def _validator(name: str):
+    return fastjsonschema.compile(copy.deepcopy(SCHEMAS[name]))
+
+
+def validate(name: str, body: dict) -> None:
+    """A 400 naming the first field of an Ollama request that breaks its schema."""
+    try:
+        _validator(name)(body)
+    except fastjsonschema.JsonSchemaValueException as e:
+        raise schema_error(body, e) from None
+
+
+# -- names -------------------------------------------------------------------------------------
+def model_names(name: str) -> list[str]:
+    """The ids an Ollama model name may mean, in order: the name as sent (ids may hold a
+    ``:`` already, ``owner/repo:Q4_K_M``), then without Ollama's default tag ``:latest``."""
+    names = [name]
+    if name.endswith(":latest") and len(name) > len(":latest"):
+        names.append(name[:-len(":latest")])
+    return names
+
+
+# -- requests ----------------------------------------------------------------------------------
+@dataclass
+class Translated:
+    """An Ollama request as the OpenAI endpoint and body that serve it."""
+
+    endpoint: str  # "chat", "completions" or "embeddings"
+    body: dict
+    stream: bool
+    kind: str  # the Ollama route: "chat", "generate", "embed", "embeddings"
+    load_only: bool = False  # no prompt: Ollama's way to load a model
+    extra: dict = field(default_factory=dict)
+
+
+def sampling(options: dict | None) -> dict:
+    """Ollama ``options`` as OpenAI/llama-server fields. ``num_predict`` -1 (no limit) and
+    -2 (fill the context) both leave the engine's own limit; ``num_ctx`` and the load-time
+    options cannot change a running engine (its context is the alias's ``ctx_size``)."""
+    out = {}
+    for key, value in (options or {}).items():
+        target = _OPTION_FIELDS.get(key)
+        if target is not None:
+            out[target] = value
+    predict = (options or {}).get("num_predict")
+    if isinstance(predict, int) and predict > 0:
+        out["max_tokens"] = predict
+    return out
+
+
+def _response_format(fmt) -> dict | None:
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict):
+        return {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
+    return None
+
+
+_IMAGE_MAGIC = (("iVBOR", "image/png"), ("/9j/", "image/jpeg"), ("R0lG", "image/gif"),
+                ("UklG", "image/webp"))
+
+
+def image_part(data: str) -> dict:
+    """An Ollama image (bare base64) as an OpenAI ``image_url`` part with a data URL."""
+    if data.startswith("data:"):
+        url = data
+    else:
+        mime = next((m for prefix, m in _IMAGE_MAGIC if data.startswith(prefix)), "image/png")
+        url = f"data:{mime};base64,{data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def chat_message(m: dict, i: int) -> dict:
+    """One Ollama message as an OpenAI one."""
+    out: dict = {"role": m["role"], "content": m.get("content") or ""}
+    if m.get("images"):
+        parts = [{"type": "text", "text": out["content"]}] if out["content"] else []
+        out["content"] = parts + [image_part(img) for img in m["images"]]
+    if m.get("tool_calls"):
+        out["tool_calls"] = [
+            {"id": f"call_{i}_{j}", "type": "function",
+             "function": {"name": c["function"]["name"],
+                          "arguments": json.dumps(c["function"].get("arguments") or {})}}
+            for j, c in enumerate(m["tool_calls"])]
+    if m["role"] == "tool":
+        out["tool_call_id"] = m.get("tool_name") or "tool"
+    return out
+
+
+def _common(body: dict, out: dict, stream: bool) -> dict:
+    out.update(sampling(body.get("options")))
+    fmt = _response_format(body.get("format"))
+    if fmt is not None:
+        out["response_format"] = fmt
+    if isinstance(body.get("think"), bool):
+        out["chat_template_kwargs"] = {"enable_thinking": body["think"]}
+    if body.get("logprobs"):
+        out["logprobs"] = True
+        if body.get("top_logprobs"):
+            out["top_logprobs"] = body["top_logprobs"]
+    out["stream"] = stream
+    if stream:
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def translate_chat(body: dict) -> Translated:
+    validate("OllamaChatRequest", body)
+    stream = body.get("stream", True)  # Ollama streams unless told not to
+    messages = body.get("messages") or []
+    out = {"model": body["model"],
+           "messages": [chat_message(m, i) for i, m in enumerate(messages)]}
+    if body.get("tools"):
+        out["tools"] = [{"type": "function", **{k: v for k, v in t.items() if k != "type"}}
+                        for t in body["tools"]]
+    return Translated("chat", _common(body, out, stream), stream, "chat",
+                      load_only=not messages)
+
+
+def translate_generate(body: dict) -> Translated:
+    """``raw`` prompts go to the completion endpoint as they are; others through the
+    model's chat template (what Ollama's default template does), with ``system`` first."""
+    validate("OllamaGenerateRequest", body)
+    for unsupported in ("suffix", "template", "context"):
+        if body.get(unsupported):
+            raise invalid(f"'{unsupported}' is not supported by this server", param=unsupported)
+    stream = body.get("stream", True)
+    prompt = body.get("prompt") or ""
+    load_only = not prompt and not body.get("images")
+    if body.get("raw"):
+        if body.get("images"):
+            raise invalid("'images' need the chat template; leave 'raw' out", param="images")
+        out = {"model": body["model"], "prompt": prompt}
+        return Translated("completions", _common(body, out, stream), stream, "generate",
+                          load_only=load_only)
+    messages = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": body["system"]})
+    messages.append(chat_message({"role": "user", "content": prompt,
+                                  "images": body.get("images")}, 0))
+    out = {"model": body["model"], "messages": messages}
+    return Translated("chat", _common(body, out, stream), stream, "generate",
+                      load_only=load_only)
+
+
+def translate_embed(body: dict, legacy: bool = False) -> Translated:
+    """``embed`` (``input``: one string or many) or the older ``embeddings`` (``prompt``)."""
+    if legacy:
+        validate("OllamaEmbeddingsRequest", body)
+        out = {"model": body["model"], "input": body.get("prompt") or ""}
+        return Translated("embeddings", out, False, "embeddings")
+    validate("OllamaEmbedRequest", body)
+    out = {"model": body["model"], "input": body["input"]}
+    if body.get("dimensions") is not None:
+        out["dimensions"] = body["dimensions"]
+    return Translated("embeddings", out, False, "embed")
+
+
+# -- replies -----------------------------------------------------------------------------------
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop",
+                 "content_filter": "stop", None: "stop"}
+
+
+@dataclass
+class Timing:
+    """Ollama's durations (nanoseconds) from llama-server's ``timings`` and our clock."""
+
+    started: float  # perf_counter at the request's start
+    load_s: float = 0.0  # waiting for the engine (its start, when it was not loaded)
+
+    def fields(self, usage: dict | None, timings: dict | None) -> dict:
+        usage, timings = usage or {}, timings or {}
+        prompt_n = timings.get("prompt_n", usage.get("prompt_tokens", 0))
+        eval_n = timings.get("predicted_n", usage.get("completion_tokens", 0))
+        ns = 1_000_000
+        return {
+            "total_duration": int((time.perf_counter() - self.started) * 1e9),
+            "load_duration": int(self.load_s * 1e9),
+            "prompt_eval_count": int(usage.get("prompt_tokens", prompt_n) or 0),
+            "prompt_eval_duration": int(float(timings.get("prompt_ms", 0)) * ns),
+            "eval_count": int(usage.get("completion_tokens", eval_n) or 0),
+            "eval_duration": int(float(timings.get("predicted_ms", 0)) * ns),
+        }
+
+
+def tool_calls(calls: list | None) -> list | None:
+    """OpenAI tool calls (arguments as a JSON string) as Ollama's (arguments an object)."""
+    if not calls:
+        return None
+    out = []
+    for c in calls:
+        fn = c.get("function") or {}
+        try:
+            args = json.loads(fn.get("arguments") or "{}")
+        except ValueError:
+            args = {"arguments": fn.get("arguments")}
+        out.append({"function": {"name": fn.get("name"), "arguments": args}})
+    return out
+
+
+def _message(delta: dict) -> dict:
+    msg = {"role": "assistant", "content": delta.get("content") or ""}
+    if delta.get("reasoning_content"):
+        msg["thinking"] = delta["reasoning_content"]
+    calls = tool_calls(delta.get("tool_calls"))
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
+
+
+def reply(t: Translated, model: str, engine_body: dict, timing: Timing) -> dict:
+    """A whole Ollama reply from a whole OpenAI one."""
+    usage = engine_body.get("usage")
+    if t.endpoint == "embeddings":
+        vectors = [d["embedding"] for d in sorted(engine_body.get("data", []),
+                                                  key=lambda d: d.get("index", 0))]
+        if t.kind == "embeddings":
+            return {"embedding": vectors[0] if vectors else []}
+        stats = timing.fields(usage, None)
+        return {"model": model, "embeddings": vectors,
+                "total_duration": stats["total_duration"],
+                "load_duration": stats["load_duration"],
+                "prompt_eval_count": stats["prompt_eval_count"]}
+    choice = (engine_body.get("choices") or [{}])[0]
+    out = {"model": model, "created_at": now_iso()}
+    if t.kind == "chat":
+        out["message"] = _message(choice.get("message") or {})
+    elif t.endpoint == "chat":
+        out["response"] = (choice.get("message") or {}).get("content") or ""
+    else:
+        out["response"] = choice.get("text") or ""
+    out["done"] = True
+    out["done_reason"] = _DONE_REASONS.get(choice.get("finish_reason"), "stop")
+    out.update(timing.fields(usage, engine_body.get("timings")))
+    return out
+
+
+def load_reply(t: Translated, model: str, timing: Timing) -> dict:
+    """What Ollama answers a request without a prompt: the model is loaded, nothing said."""
+    out = {"model": model, "created_at": now_iso()}
+    if t.kind == "chat":
+        out["message"] = {"role": "assistant", "content": ""}
+    else:
+        out["response"] = ""
+    out.update({"done": True, "done_reason": "load",
+                "total_duration": int((time.perf_counter() - timing.started) * 1e9),
+                "load_duration": int(timing.load_s * 1e9)})
+    return out
+
+
+class StreamTranslator:
+    """Server-sent events from the engine in, NDJSON lines out: one line per chunk with
+    text, and a last ``done: true`` line with the reason and the counts. Events may be cut
+    anywhere between pieces, so an incomplete line waits for the next piece."""
+
+    def __init__(self, t: Translated, model: str, timing: Timing):
+        self.t, self.model, self.timing = t, model, timing
+        self._rest = b""
+        self._reason: str | None = None
+        self._usage: dict | None = None
+        self._timings: dict | None = None
+        self.done = False
+
+    def feed(self, piece: bytes) -> bytes:
+        data = self._rest + piece
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        out = []
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                out.append(self.finish())
+                continue
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                chunk = self._chunk(event)
+                if chunk is not None:
+                    out.append(chunk)
+        return b"".join(out)
+
+    def _chunk(self, event: dict) -> bytes | None:
+        if isinstance(event.get("error"), dict):
+            return json.dumps({"error": event["error"].get("message") or "engine error"}
+                              ).encode() + b"\n"
+        if isinstance(event.get("usage"), dict):
+            self._usage = event["usage"]
+        if isinstance(event.get("timings"), dict):
+            self._timings = event["timings"]
+        choices = event.get("choices") or []
+        if not choices:
+            return None
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self._reason = choice["finish_reason"]
+        if self.t.endpoint == "completions":
+            text = choice.get("text") or ""
+            if not text:
+                return None
+            body = {"response": text}
+        else:
+            delta = choice.get("delta") or {}
+            msg = _message(delta)
+            if not (msg["content"] or msg.get("thinking") or msg.get("tool_calls")):
+                return None
+            body = {"message": msg} if self.t.kind == "chat" else {"response": msg["content"]}
+        return json.dumps({"model": self.model, "created_at": now_iso(), **body,
+                           "done": False}).encode() + b"\n"
+
+    def finish(self) -> bytes:
+        """The last line (once)."""
+        if self.done:
+            return b""
+        self.done = True
+        last = {"model": self.model, "created_at": now_iso()}
+        if self.t.kind == "chat":
+            last["message"] = {"role": "assistant", "content": ""}
+        else:
+            last["response"] = ""
+        last["done"] = True
+        last["done_reason"] = _DONE_REASONS.get(self._reason, "stop")
+        last.update(self.timing.fields(self._usage, self._timings))
+        return json.dumps(last).encode() + b"\n"
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        stats = self.timing.fields(self._usage, self._timings)
+        return stats["prompt_eval_count"], stats["eval_count"]
+
+
+# -- models ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelFacts:
+    """What Ollama's model listings show, from the GGUF header."""
+
+    architecture: str | None = None
+    quantization: str | None = None
+    parameter_size: str | None = None
+    context_length: int | None = None
+    embedding_length: int | None = None
+    template: str | None = None
+    pooling: bool = False
+
+
+_FACT_KEYS = {"general.architecture", "general.file_type", "general.size_label",
+              "tokenizer.chat_template"}
+
+
+@functools.lru_cache(maxsize=128)
+def _facts(path: str, _mtime_ns: int, _size: int) -> ModelFacts:
+    head = read_metadata(path, _FACT_KEYS)
+    arch = head.get("general.architecture")
+    extra = read_metadata(path, {f"{arch}.context_length", f"{arch}.embedding_length",
+                                 f"{arch}.pooling_type"}) if isinstance(arch, str) else {}
+    quant = None
+    if isinstance(head.get("general.file_type"), int):
+        try:
+            import gguf
+
+            quant = gguf.LlamaFileType(head["general.file_type"]).name.removeprefix("MOSTLY_")
+        except (ImportError, ValueError):
+            quant = None
+    template = head.get("tokenizer.chat_template")
+    return ModelFacts(arch if isinstance(arch, str) else None, quant,
+                      head.get("general.size_label") if isinstance(
+                          head.get("general.size_label"), str) else None,
+                      extra.get(f"{arch}.context_length"), extra.get(f"{arch}.embedding_length"),
+                      template if isinstance(template, str) else None,
+                      f"{arch}.pooling_type" in extra)
+
+
+def model_facts(path: str) -> ModelFacts:
+    """Cached per file version; reads the disk (call it off the event loop). A file that
+    cannot be read has no facts rather than failing a listing."""
+    try:
+        st = os.stat(path)
+        return _facts(path, st.st_mtime_ns, st.st_size)
+    except (OSError, ValueError):
+        return ModelFacts()
+
+
+def capabilities(facts: ModelFacts) -> list[str]:
+    """Ollama's capability names: a model with pooling and no chat template embeds; every
+    other decoder completes (and chats through its template)."""
+    if facts.pooling and not facts.template:
+        return ["embedding"]
+    caps = ["completion"]
+    if facts.template and "tools" in facts.template:
+        caps.append("tools")
+    return caps
+
+
+def details(facts: ModelFacts) -> dict:
+    family = facts.architecture or ""
+    return {"parent_model": "", "format": "gguf", "family": family,
+            "families": [family] if family else None,
+            "parameter_size": facts.parameter_size or "",
+            "quantization_level": facts.quantization or ""}
+
+
+def digest(path: str, size: int, mtime: float) -> str:
+    """Stands for the file version (path, size and time), not a hash of its bytes: hashing
+    gigabytes for a listing is not worth it."""
+    return hashlib.sha256(f"{path}\0{size}\0{mtime}".encode()).hexdigest()
+
+
+def _stat(path: str) -> tuple[int, float]:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime
+    except OSError:
+        return 0, 0.0
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def tag_entry(model_id: str, path: str, facts: ModelFacts) -> dict:
+    size, mtime = _stat(path)
+    return {"name": model_id, "model": model_id, "modified_at": iso(mtime), "size": size,
+            "digest": digest(path, size, mtime), "details": details(facts)}
+
+
+def ps_entry(model_id: str, path: str, facts: ModelFacts, ctx_size: int,
+             expires_at: float | None) -> dict:
+    entry = tag_entry(model_id, path, facts)
+    del entry["modified_at"]
+    # "never" (keep_alive -1 or in use) as Ollama writes a model that does not expire
+    entry["expires_at"] = iso(expires_at) if expires_at is not None else \
+        "2318-01-01T00:00:00Z"
+    entry["size_vram"] = 0  # llama.cpp on CPU; GPU offload size is not reported
+    entry["context_length"] = ctx_size
+    return entry
+
+
+def show_reply(model_id: str, path: str, facts: ModelFacts, defaults: dict) -> dict:
+    params = []
+    for key, value in sorted(defaults.items()):
+        if key == "system_prompt":
+            continue
+        for v in (value if isinstance(value, list) else [value]):
+            params.append(f"{key} {json.dumps(v) if isinstance(v, str) else v}")
+    modelfile = [f"FROM {path}"]
+    if facts.template:
+        modelfile.append(f'TEMPLATE """{facts.template}"""')
+    if defaults.get("system_prompt"):
+        modelfile.append(f'SYSTEM """{defaults["system_prompt"]}"""')
+    modelfile += [f"PARAMETER {p}" for p in params]
+    info = {"general.architecture": facts.architecture}
+    if facts.architecture:
+        if facts.context_length is not None:
+            info[f"{facts.architecture}.context_length"] = facts.context_length
+        if facts.embedding_length is not None:
+            info[f"{facts.architecture}.embedding_length"] = facts.embedding_length
+    size, mtime = _stat(path)
+    return {"modelfile": "\n".join(modelfile) + "\n", "parameters": "\n".join(params),
+            "template": facts.template or "", "details": details(facts), "model_info": info,
+            "capabilities": capabilities(facts), "modified_at": iso(mtime)}
