@@ -594,3 +594,74 @@ def show_reply(model_id: str, path: str, facts: ModelFacts, defaults: dict) -> d
     return {"modelfile": "\n".join(modelfile) + "\n", "parameters": "\n".join(params),
             "template": facts.template or "", "details": details(facts), "model_info": info,
             "capabilities": capabilities(facts), "modified_at": iso(mtime)}
+
+
+# -- pulls -------------------------------------------------------------------------------------
+_HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/", "https://hf.co/")
+
+
+@dataclass(frozen=True)
+class PullTarget:
+    """What an Ollama pull name asks of the Hugging Face hub: Ollama's own convention is
+    ``hf.co/owner/repo:QUANT``; a tag ending in ``.gguf`` names the file itself."""
+
+    repo: str
+    filename: str | None = None  # None: choose by ``quant`` from the repo's files
+    quant: str | None = None
+
+
+def pull_target(name: str) -> PullTarget:
+    rest = name.strip()
+    for prefix in _HUB_PREFIXES:
+        if rest.lower().startswith(prefix):
+            rest = rest[len(prefix):]
+            break
+    repo, _, tag = rest.partition(":")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise invalid("a pull names a Hugging Face repository: 'hf.co/owner/repo:QUANT' "
+                      "or 'owner/repo:file.gguf'", param="model")
+    if tag.lower().endswith(".gguf"):
+        return PullTarget(repo, tag)
+    return PullTarget(repo, None, None if tag in ("", "latest") else tag)
+
+
+def pick_gguf(files: list[str], quant: str | None) -> str:
+    """The file a quantization tag means (the first part of a split model); without a tag
+    Ollama's default, Q4_K_M, else the only GGUF there is. Projectors (mmproj) never."""
+    ggufs = [f for f in files if f.lower().endswith(".gguf") and "mmproj" not in f.lower()
+             and ("-of-" not in f or "-00001-of-" in f)]
+    wanted = quant or "Q4_K_M"
+    matching = [f for f in ggufs if wanted.lower() in f.rsplit("/", 1)[-1].lower()]
+    if matching:
+        return sorted(matching, key=len)[0]
+    if quant is None and len(ggufs) == 1:
+        return ggufs[0]
+    if not ggufs:
+        raise invalid("the repository has no GGUF file", param="model")
+    raise invalid(f"no GGUF file matches '{wanted}'; name one with ':<file>.gguf' "
+                  f"(there are: {', '.join(sorted(ggufs)[:10])})", param="model")
+
+
+def pull_lines(pull: dict, sent: dict) -> list[dict]:
+    """Ollama's progress lines for a pull's state (a Pull's JSON), only what changed since
+    ``sent`` (kept by the caller): "pulling manifest", then "pulling <file>" with
+    ``total``/``completed``, then "verifying sha256 digest", "writing manifest", "success"."""
+    out = []
+    if not sent.get("manifest"):
+        sent["manifest"] = True
+        out.append({"status": "pulling manifest"})
+    state = pull.get("state")
+    if state in ("running", "done") and pull.get("bytes_total"):
+        progress = (pull["bytes_total"], pull.get("bytes_done") or 0)
+        if sent.get("progress") != progress:
+            sent["progress"] = progress
+            out.append({"status": f"pulling {pull.get('filename')}",
+                        "digest": pull.get("filename"), "total": progress[0],
+                        "completed": progress[1]})
+    if state == "done":
+        out += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"},
+                {"status": "success"}]
+    elif state in ("failed", "cancelled"):
+        err = pull.get("error") or {}
+        out.append({"error": err.get("message") or f"the pull was {state}"})
+    return out

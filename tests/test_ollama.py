@@ -171,3 +171,35 @@ def test_model_facts_of_the_demo_model(smollm2_path):
                               {"temperature": 0.2, "stop": ["a", "b"], "system_prompt": "S"})
     assert shown["parameters"] == 'stop "a"\nstop "b"\ntemperature 0.2'
     assert 'SYSTEM """S"""' in shown["modelfile"]
+
+
+def test_pull_names_map_to_hub_repos_and_files():
+    assert ollama.pull_target("hf.co/owner/repo:Q8_0") == ollama.PullTarget("owner/repo",
+                                                                            None, "Q8_0")
+    assert ollama.pull_target("owner/repo:sub/x.Q4_1.gguf") == ollama.PullTarget(
+        "owner/repo", "sub/x.Q4_1.gguf")
+    assert ollama.pull_target("huggingface.co/o/r:latest").quant is None
+    for bad in ("llama3", "a/b/c", "/x"):
+        with pytest.raises(BodhiAPIError):
+            ollama.pull_target(bad)
+    files = ["README.md", "m-Q4_K_M.gguf", "m-Q8_0.gguf", "mmproj-m-Q8_0.gguf",
+             "big-Q2_K-00002-of-00002.gguf", "big-Q2_K-00001-of-00002.gguf"]
+    assert ollama.pick_gguf(files, None) == "m-Q4_K_M.gguf"  # Ollama's default
+    assert ollama.pick_gguf(files, "q8_0") == "m-Q8_0.gguf"
+    assert ollama.pick_gguf(files, "Q2_K") == "big-Q2_K-00001-of-00002.gguf"
+    assert ollama.pick_gguf(["only.gguf"], None) == "only.gguf"
+    with pytest.raises(BodhiAPIError, match="Q3_K"):
+        ollama.pick_gguf(files, "Q3_K")
+
+
+def test_pull_progress_lines_say_only_what_changed():
+    sent: dict = {}
+    running = {"state": "running", "filename": "f.gguf", "bytes_total": 10, "bytes_done": 4}
+    assert [line["status"] for line in ollama.pull_lines(running, sent)] == [
+        "pulling manifest", "pulling f.gguf"]
+    assert ollama.pull_lines(running, sent) == []
+    done = {**running, "state": "done", "bytes_done": 10}
+    lines = ollama.pull_lines(done, sent)
+    assert lines[0]["completed"] == 10 and lines[-1] == {"status": "success"}
+    failed = {"state": "failed", "error": {"message": "gated"}}
+    assert ollama.pull_lines(failed, {"manifest": True}) == [{"error": "gated"}]
