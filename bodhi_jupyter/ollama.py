@@ -215,6 +215,18 @@ def chat_message(m: dict, i: int) -> dict:
     return out
 
 
+def _link_tool_results(messages: list[dict]) -> list[dict]:
+    """Ollama names a tool result by the tool (``tool_name``); OpenAI by the call's id:
+    each result answers the latest call of that tool."""
+    last_call: dict[str, str] = {}
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            last_call[call["function"]["name"]] = call["id"]
+        if m["role"] == "tool":
+            m["tool_call_id"] = last_call.get(m["tool_call_id"], m["tool_call_id"])
+    return messages
+
+
 def _common(body: dict, out: dict, stream: bool) -> dict:
     out.update(sampling(body.get("options")))
     fmt = _response_format(body.get("format"))
@@ -236,8 +248,8 @@ def translate_chat(body: dict) -> Translated:
     validate("OllamaChatRequest", body)
     stream = body.get("stream", True)  # Ollama streams unless told not to
     messages = body.get("messages") or []
-    out = {"model": body["model"],
-           "messages": [chat_message(m, i) for i, m in enumerate(messages)]}
+    out = {"model": body["model"], "messages": _link_tool_results(
+        [chat_message(m, i) for i, m in enumerate(messages)])}
     if body.get("tools"):
         out["tools"] = [{"type": "function", **{k: v for k, v in t.items() if k != "type"}}
                         for t in body["tools"]]

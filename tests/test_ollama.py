@@ -41,7 +41,7 @@ def test_chat_maps_options_format_images_and_tools():
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
     call = b["messages"][1]["tool_calls"][0]
     assert call["function"] == {"name": "f", "arguments": '{"x": 1}'}
-    assert b["messages"][2] == {"role": "tool", "content": "42", "tool_call_id": "f"}
+    assert b["messages"][2] == {"role": "tool", "content": "42", "tool_call_id": call["id"]}
     assert b["tools"][0]["function"]["name"] == "f"
 
 

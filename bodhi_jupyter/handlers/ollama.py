@@ -111,8 +111,9 @@ class OllamaInference(OllamaMixin, InferenceHandler):
                 return
             if resp.status >= 400:
                 raise upstream_error(resp, raw, request.model.id)
-            out = ollama.reply(self._t, self._name, json.loads(raw), self._timing)
-            usage = json.loads(raw).get("usage") or {}
+            answer = json.loads(raw)
+            out = ollama.reply(self._t, self._name, answer, self._timing)
+            usage = answer.get("usage") or {}
             self._tokens = (int(usage.get("prompt_tokens") or 0),
                             int(usage.get("completion_tokens") or 0))
             self._status = 200
