@@ -403,6 +403,7 @@ class StreamTranslator:
         self._reason: str | None = None
         self._usage: dict | None = None
         self._timings: dict | None = None
+        self._calls: dict[int, dict] = {}  # tool calls being streamed, by index
         self.done = False
 
     def feed(self, piece: bytes) -> bytes:
@@ -449,12 +450,31 @@ class StreamTranslator:
             body = {"response": text}
         else:
             delta = choice.get("delta") or {}
+            self._collect_calls(delta.pop("tool_calls", None))
             msg = _message(delta)
+            if choice.get("finish_reason") and self._calls:
+                msg["tool_calls"] = self._take_calls()
             if not (msg["content"] or msg.get("thinking") or msg.get("tool_calls")):
                 return None
             body = {"message": msg} if self.t.kind == "chat" else {"response": msg["content"]}
         return json.dumps({"model": self.model, "created_at": now_iso(), **body,
                            "done": False}).encode() + b"\n"
+
+    def _collect_calls(self, deltas: list | None) -> None:
+        """Streamed tool calls arrive in pieces (id and name, then the arguments in
+        parts); Ollama sends each call whole, so they are joined until the choice ends."""
+        for d in deltas or []:
+            if not isinstance(d, dict):
+                continue
+            call = self._calls.setdefault(d.get("index", 0), {"name": "", "arguments": ""})
+            fn = d.get("function") or {}
+            call["name"] += fn.get("name") or ""
+            call["arguments"] += fn.get("arguments") or ""
+
+    def _take_calls(self) -> list:
+        calls = [{"function": c} for _, c in sorted(self._calls.items())]
+        self._calls = {}
+        return tool_calls(calls) or []
 
     def finish(self) -> bytes:
         """The last line (once)."""
@@ -464,6 +484,8 @@ class StreamTranslator:
         last = {"model": self.model, "created_at": now_iso()}
         if self.t.kind == "chat":
             last["message"] = {"role": "assistant", "content": ""}
+            if self._calls:
+                last["message"]["tool_calls"] = self._take_calls()
         else:
             last["response"] = ""
         last["done"] = True
