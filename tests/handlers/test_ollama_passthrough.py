@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import ollama
 import pytest
+
+from ..conftest import until
+from .usage_rows import usage_rows
 
 TOOLS = [{"type": "function", "function": {
     "name": "add_one", "description": "Add one to n",
@@ -76,3 +80,34 @@ async def test_options_reach_the_engine_under_its_names(ollama_client, record):
         "max_tokens": 9, "top_k": 3, "min_p": 0.1, "stop": ["x"], "seed": 7}
     assert sent["response_format"] == {"type": "json_object"} and "num_ctx" not in sent
     assert sent["messages"][-1] == {"role": "user", "content": "hi"}
+
+
+async def test_engine_crash_mid_stream_ends_with_an_error_line(ollama_client, bodhi_app):
+    stream = await ollama_client.chat(model="fake", stream=True, options={"num_predict": 10},
+                                      messages=[{"role": "user", "content": "[crash-after=2]"}])
+    seen = []
+    with pytest.raises(ollama.ResponseError, match="exited with code 1"):
+        async for part in stream:
+            seen.append(part)
+    assert len(seen) >= 1 and not any(p.done for p in seen)
+    with pytest.raises(ollama.ResponseError) as e:  # whole: the 502 of the OpenAI routes
+        await ollama_client.chat(model="fake", stream=False, messages=[
+            {"role": "user", "content": "[crash-after=0]"}])
+    assert e.value.status_code == 502
+
+
+async def test_a_client_leaving_mid_stream_stops_the_engine_and_is_499(server_url,
+                                                                       jupyter_token,
+                                                                       bodhi_app):
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with c.stream("POST", f"{server_url}bodhi/api/chat", json={
+                "model": "fake", "options": {"num_predict": 50},
+                "messages": [{"role": "user", "content": "[delay=0.2]"}]},
+                headers={"Authorization": f"Bearer {jupyter_token}"}) as resp:
+            async for _line in resp.aiter_lines():
+                break  # hang up after the first line
+    (engine,) = bodhi_app.supervisor.engines.values()
+    await until(lambda: "client disconnected" in engine.log_path.read_text(), timeout=5)
+    await until(lambda: engine.in_flight == 0, timeout=5)
+    (row,) = await usage_rows(bodhi_app, "ollama/chat")
+    assert row.status == 499
