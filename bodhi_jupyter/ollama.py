@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import fastjsonschema
@@ -158,7 +158,7 @@ class Translated:
     stream: bool
     kind: str  # the Ollama route: "chat", "generate", "embed", "embeddings"
     load_only: bool = False  # no prompt: Ollama's way to load a model
-    extra: dict = field(default_factory=dict)
+    unload: bool = False  # ... and with keep_alive 0, to unload it
 
 
 def sampling(options: dict | None) -> dict:
@@ -227,6 +227,20 @@ def _link_tool_results(messages: list[dict]) -> list[dict]:
     return messages
 
 
+def unloads(keep_alive) -> bool:
+    """``keep_alive`` 0 (``0``, ``"0"``, ``"0s"``, ``"0m"``...) with no prompt: Ollama's way
+    to unload a model now."""
+    if isinstance(keep_alive, (int, float)) and not isinstance(keep_alive, bool):
+        return keep_alive == 0
+    if isinstance(keep_alive, str):
+        digits = keep_alive.strip().rstrip("smh")
+        try:
+            return float(digits) == 0
+        except ValueError:
+            return False
+    return False
+
+
 def _common(body: dict, out: dict, stream: bool) -> dict:
     out.update(sampling(body.get("options")))
     fmt = _response_format(body.get("format"))
@@ -254,7 +268,8 @@ def translate_chat(body: dict) -> Translated:
         out["tools"] = [{"type": "function", **{k: v for k, v in t.items() if k != "type"}}
                         for t in body["tools"]]
     return Translated("chat", _common(body, out, stream), stream, "chat",
-                      load_only=not messages)
+                      load_only=not messages,
+                      unload=not messages and unloads(body.get("keep_alive")))
 
 
 def translate_generate(body: dict) -> Translated:
@@ -267,12 +282,13 @@ def translate_generate(body: dict) -> Translated:
     stream = body.get("stream", True)
     prompt = body.get("prompt") or ""
     load_only = not prompt and not body.get("images")
+    unload = load_only and unloads(body.get("keep_alive"))
     if body.get("raw"):
         if body.get("images"):
             raise invalid("'images' need the chat template; leave 'raw' out", param="images")
         out = {"model": body["model"], "prompt": prompt}
         return Translated("completions", _common(body, out, stream), stream, "generate",
-                          load_only=load_only)
+                          load_only=load_only, unload=unload)
     messages = []
     if body.get("system"):
         messages.append({"role": "system", "content": body["system"]})
@@ -280,7 +296,7 @@ def translate_generate(body: dict) -> Translated:
                                   "images": body.get("images")}, 0))
     out = {"model": body["model"], "messages": messages}
     return Translated("chat", _common(body, out, stream), stream, "generate",
-                      load_only=load_only)
+                      load_only=load_only, unload=unload)
 
 
 def translate_embed(body: dict, legacy: bool = False) -> Translated:
@@ -380,13 +396,14 @@ def reply(t: Translated, model: str, engine_body: dict, timing: Timing) -> dict:
 
 
 def load_reply(t: Translated, model: str, timing: Timing) -> dict:
-    """What Ollama answers a request without a prompt: the model is loaded, nothing said."""
+    """What Ollama answers a request without a prompt: the model is loaded (or unloaded),
+    nothing said."""
     out = {"model": model, "created_at": now_iso()}
     if t.kind == "chat":
         out["message"] = {"role": "assistant", "content": ""}
     else:
         out["response"] = ""
-    out.update({"done": True, "done_reason": "load",
+    out.update({"done": True, "done_reason": "unload" if t.unload else "load",
                 "total_duration": int((time.perf_counter() - timing.started) * 1e9),
                 "load_duration": int(timing.load_s * 1e9)})
     return out

@@ -203,3 +203,13 @@ def test_pull_progress_lines_say_only_what_changed():
     assert lines[0]["completed"] == 10 and lines[-1] == {"status": "success"}
     failed = {"state": "failed", "error": {"message": "gated"}}
     assert ollama.pull_lines(failed, {"manifest": True}) == [{"error": "gated"}]
+
+
+@pytest.mark.parametrize("keep_alive, unload", [
+    (0, True), ("0", True), ("0s", True), ("0m", True), (0.0, True), (None, False),
+    ("5m", False), (-1, False), ("soon", False)])
+def test_keep_alive_zero_without_a_prompt_unloads(keep_alive, unload):
+    t = ollama.translate_generate({"model": "m", "keep_alive": keep_alive} if keep_alive
+                                  is not None else {"model": "m"})
+    assert (t.load_only, t.unload) == (True, unload)
+    assert not ollama.translate_generate({"model": "m", "prompt": "p", "keep_alive": 0}).unload

@@ -83,6 +83,9 @@ class OllamaInference(OllamaMixin, InferenceHandler):
             self._record(request, started)
 
     async def _serve(self, request: PreparedRequest) -> None:
+        if self._t.unload:
+            await self._unload(request.model)
+            return
         try:
             with domain_errors_as_http():
                 leased = time.perf_counter()
@@ -96,6 +99,15 @@ class OllamaInference(OllamaMixin, InferenceHandler):
                     await self._forward(engine, request)
         except _StreamAborted:
             return
+
+    async def _unload(self, model: ResolvedModel) -> None:
+        """The caller's idle engines for the model go; one that is answering stays."""
+        supervisor = self.bodhi.supervisor
+        for engine in list(supervisor.engines.values()):
+            if (engine.owner, engine.model.id, engine.in_flight) == (self.owner, model.id, 0):
+                await supervisor.unload(engine)
+        self._status = 200
+        self.finish(ollama.load_reply(self._t, self._name, self._timing))
 
     async def _forward(self, engine, request: PreparedRequest) -> None:
         resp = await engine.forward(request.upstream_path, request.payload)

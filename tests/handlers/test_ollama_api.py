@@ -120,6 +120,9 @@ async def test_generate_options_and_load(ollama_client):
 
     loaded = await ollama_client.generate(model=DEMO_MODEL_ID, prompt="", stream=False)
     assert (loaded.done, loaded.done_reason, loaded.response) == (True, "load", "")
+    assert [m.model for m in (await ollama_client.ps()).models] == [DEMO_MODEL_ID]
+    gone = await ollama_client.generate(model=DEMO_MODEL_ID, keep_alive=0, stream=False)
+    assert gone.done_reason == "unload" and (await ollama_client.ps()).models == []
 
 
 async def test_embed_and_embeddings(ollama_client):
