@@ -171,3 +171,18 @@ async def test_scopes(ollama_client, server_url, jupyter_token):
     with pytest.raises(ollama.ResponseError) as e:
         await reader.chat(model=DEMO_MODEL_ID, messages=QUESTION, stream=False)
     assert e.value.status_code == 403 and "write" in e.value.error
+
+
+async def test_a_tokens_model_list_applies(server_url, jupyter_token):
+    async with httpx.AsyncClient(timeout=30) as c:
+        minted = await c.post(f"{server_url}bodhi/app/tokens", json={
+            "name": "w", "scope": "write", "models": ["terse"]},
+            headers={"Authorization": f"token {jupyter_token}"})
+    limited = ollama.AsyncClient(host=f"{server_url}bodhi", timeout=30,
+                                 headers={"Authorization": f"Bearer {minted.json()['token']}"})
+    assert [m.model for m in (await limited.list()).models] == ["terse"]
+    for call in (limited.show(DEMO_MODEL_ID),
+                 limited.chat(model=DEMO_MODEL_ID, messages=QUESTION, stream=False)):
+        with pytest.raises(ollama.ResponseError) as e:
+            await call
+        assert e.value.status_code == 403 and DEMO_MODEL_ID in e.value.error
