@@ -113,8 +113,8 @@ async def test_generate_options_and_load(ollama_client):
     assert "5" in words and "7" not in words
 
     parts = [p async for p in await ollama_client.generate(
-        model=DEMO_MODEL_ID, stream=True, prompt="What is the capital of France?", system="Be brief.",
-        options=GREEDY)]
+        model=DEMO_MODEL_ID, stream=True, prompt="What is the capital of France?",
+        system="Be brief.", options=GREEDY)]
     assert len(parts) > 2 and parts[-1].done and parts[-1].eval_count > 0
     assert "".join(p.response for p in parts)
 
