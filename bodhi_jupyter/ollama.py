@@ -358,6 +358,19 @@ def tool_calls(calls: list | None) -> list | None:
     return out
 
 
+def logprobs(choice: dict) -> list | None:
+    """OpenAI's ``logprobs.content`` as Ollama's ``logprobs`` (the same entries, without
+    the byte lists)."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list):
+        return None
+    return [{"token": e.get("token"), "logprob": e.get("logprob"),
+             **({"top_logprobs": [{"token": t.get("token"), "logprob": t.get("logprob")}
+                                  for t in e["top_logprobs"]]} if e.get("top_logprobs")
+                else {})}
+            for e in content if isinstance(e, dict)]
+
+
 def _message(delta: dict) -> dict:
     msg = {"role": "assistant", "content": delta.get("content") or ""}
     if delta.get("reasoning_content"):
@@ -389,6 +402,8 @@ def reply(t: Translated, model: str, engine_body: dict, timing: Timing) -> dict:
         out["response"] = (choice.get("message") or {}).get("content") or ""
     else:
         out["response"] = choice.get("text") or ""
+    if logprobs(choice) is not None:
+        out["logprobs"] = logprobs(choice)
     out["done"] = True
     out["done_reason"] = _DONE_REASONS.get(choice.get("finish_reason"), "stop")
     out.update(timing.fields(usage, engine_body.get("timings")))
@@ -474,6 +489,8 @@ class StreamTranslator:
             if not (msg["content"] or msg.get("thinking") or msg.get("tool_calls")):
                 return None
             body = {"message": msg} if self.t.kind == "chat" else {"response": msg["content"]}
+        if logprobs(choice):
+            body["logprobs"] = logprobs(choice)
         return json.dumps({"model": self.model, "created_at": now_iso(), **body,
                            "done": False}).encode() + b"\n"
 

@@ -99,6 +99,13 @@ async def test_generate_options_and_load(ollama_client):
                                          options={"num_predict": 5, "temperature": 0})
     assert short.eval_count == 5 and short.done_reason == "length" and short.response
 
+    probs = await ollama_client.generate(model=DEMO_MODEL_ID, prompt=prompt, stream=False,
+                                         logprobs=True, top_logprobs=2,
+                                         options={"num_predict": 3, "temperature": 0})
+    assert len(probs.logprobs) == 3 and all(p.logprob <= 0 for p in probs.logprobs)
+    assert len(probs.logprobs[0].top_logprobs) == 2
+    assert "".join(p.token for p in probs.logprobs) == probs.response
+
     seeded = {"temperature": 1.0, "seed": 42, "num_predict": 12}
     a = await ollama_client.generate(model=DEMO_MODEL_ID, prompt=prompt, stream=False,
                                      options=seeded)
