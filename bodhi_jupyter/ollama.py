@@ -39,9 +39,12 @@ def _num(lo: float, hi: float) -> dict:
     return {"type": "number", "minimum": lo, "maximum": hi}
 
 
-#: every option the ollama client's ``Options`` names: sampling ones are mapped, load-time
-#: ones (num_gpu, num_thread, ...) are accepted and left to the server's own configuration
-OPTIONS = {"type": "object", "additionalProperties": False, "properties": {
+#: every option the ollama client's ``Options`` names, typed: sampling ones are mapped,
+#: load-time ones (num_gpu, num_thread, ...) are left to the server's own configuration.
+#: Like Ollama, fields and options that nothing reads are ignored (clients send their own
+#: extras), so the Ollama schemas allow additional properties; the types of known ones are
+#: strict, and the translated request meets the OpenAI schemas as well.
+OPTIONS = {"type": "object", "properties": {
     "numa": _BOOL, "num_ctx": _int(0), "num_batch": _int(0), "num_gpu": _int(-1),
     "main_gpu": _int(0), "low_vram": _BOOL, "f16_kv": _BOOL, "logits_all": _BOOL,
     "vocab_only": _BOOL, "use_mmap": _BOOL, "use_mlock": _BOOL, "embedding_only": _BOOL,
@@ -76,7 +79,7 @@ _IMAGES = {"type": "array", "items": {"type": "string", "minLength": 1},
 _TOOL_CALL = {"type": "object", "required": ["function"], "properties": {
     "function": {"type": "object", "required": ["name"], "properties": {
         "name": _STR, "arguments": {"type": "object"}, "index": {"type": "integer"}}}}}
-_MESSAGE = {"type": "object", "required": ["role"], "additionalProperties": False,
+_MESSAGE = {"type": "object", "required": ["role"],
             "properties": {
                 "role": {"enum": ["system", "user", "assistant", "tool"]},
                 "content": {"type": ["string", "null"]}, "thinking": {"type": ["string", "null"]},
@@ -94,32 +97,32 @@ _COMMON = {"model": _MODEL, "stream": _BOOL, "options": OPTIONS, "keep_alive": _
 
 SCHEMAS = {
     "OllamaChatRequest": {
-        "type": "object", "required": ["model"], "additionalProperties": False,
+        "type": "object", "required": ["model"],
         "properties": {**_COMMON, "messages": {"type": "array", "items": _MESSAGE},
                        "tools": {"type": "array", "items": _TOOL}}},
     "OllamaGenerateRequest": {
-        "type": "object", "required": ["model"], "additionalProperties": False,
+        "type": "object", "required": ["model"],
         "properties": {**_COMMON, "prompt": _STR, "suffix": _STR, "system": _STR,
                        "template": _STR, "raw": _BOOL, "images": _IMAGES,
                        "context": {"type": "array", "items": _int(0)}}},
     "OllamaEmbedRequest": {
-        "type": "object", "required": ["model", "input"], "additionalProperties": False,
+        "type": "object", "required": ["model", "input"],
         "properties": {"model": _MODEL, "truncate": _BOOL, "options": OPTIONS,
                        "keep_alive": _KEEP_ALIVE, "dimensions": _int(1),
                        "input": {"description": "a string or an array of strings",
                                  "anyOf": [_STR, {"type": "array", "minItems": 1,
                                                   "items": _STR}]}}},
     "OllamaEmbeddingsRequest": {
-        "type": "object", "required": ["model"], "additionalProperties": False,
+        "type": "object", "required": ["model"],
         "properties": {"model": _MODEL, "prompt": _STR, "options": OPTIONS,
                        "keep_alive": _KEEP_ALIVE}},
     "OllamaShowRequest": {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
         "description": "an object naming the model in 'model' (or the older 'name')",
         "anyOf": [{"required": ["model"]}, {"required": ["name"]}],
         "properties": {"model": _MODEL, "name": _MODEL, "verbose": _BOOL}},
     "OllamaPullRequest": {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
         "anyOf": [{"required": ["model"]}, {"required": ["name"]}],
         "properties": {"model": _MODEL, "name": _MODEL, "insecure": _BOOL, "stream": _BOOL}},
 }

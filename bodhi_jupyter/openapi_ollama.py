@@ -29,7 +29,7 @@ def add_ollama_paths(paths: dict, schemas: dict, op, json, ref) -> None:
     base = {"model": {"type": "string"}, "created_at": {"type": "string"},
             "done": {"type": "boolean"}, "done_reason": {"type": "string"}, **stats}
     schemas.update({
-        **REQUESTS,
+        **{name: schema for name, schema in REQUESTS.items() if name != "OllamaPullRequest"},
         "OllamaError": {"type": "object", "required": ["error"],
                         "properties": {"error": {"type": "string"}}},
         "OllamaModelDetails": details,

@@ -45,6 +45,14 @@ def test_chat_maps_options_format_images_and_tools():
     assert b["tools"][0]["function"]["name"] == "f"
 
 
+def test_fields_and_options_nothing_reads_are_ignored_as_ollama_does():
+    t = ollama.translate_chat({"model": "m", "stream": False, "client_extra": 1,
+                               "options": {"no_such_option": 1, "temperature": 0},
+                               "messages": [{"role": "user", "content": "q", "x": 1}]})
+    assert t.body == {"model": "m", "messages": [{"role": "user", "content": "q"}],
+                      "temperature": 0, "stream": False}
+
+
 def test_unlimited_num_predict_leaves_the_engines_limit():
     for n in (-1, -2):
         t = ollama.translate_chat({"model": "m", "stream": False, "messages": [],
@@ -73,9 +81,10 @@ def test_generate_raw_is_a_completion_and_otherwise_a_chat():
     ({"model": "m", "prompt": "x", "suffix": "y"}, "suffix"),
     ({"model": "m", "prompt": "x", "context": [1, 2]}, "context"),
     ({"model": "m", "prompt": "x", "options": {"temperature": "hot"}}, "options.temperature"),
-    ({"model": "m", "prompt": "x", "options": {"no_such_option": 1}}, "options"),
+    ({"model": "m", "prompt": "x", "options": {"top_k": 1.5}}, "options.top_k"),
     ({"model": "", "prompt": "x"}, "model"),
-    ({"model": "m", "prompt": "x", "extra": 1}, None),
+    ({"model": "m", "prompt": 3}, "prompt"),
+    ({"model": "m", "prompt": "x", "images": "abc"}, "images"),
 ])
 def test_bad_generate_requests_are_400s_naming_the_field(body, param):
     with pytest.raises(BodhiAPIError) as e:
