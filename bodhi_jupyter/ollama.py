@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import fastjsonschema
 
 from .errors import invalid
-from .models.gguf_meta import read_metadata
+from .models.metadata import ModelMetadata, read_model_metadata
 from .schemas import INT32_MAX, schema_error
 
 # -- request schemas ---------------------------------------------------------------------------
@@ -537,72 +537,47 @@ class StreamTranslator:
 
 
 # -- models ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelFacts:
-    """What Ollama's model listings show, from the GGUF header."""
-
-    architecture: str | None = None
-    quantization: str | None = None
-    parameter_size: str | None = None
-    context_length: int | None = None
-    embedding_length: int | None = None
-    template: str | None = None
-    pooling: bool = False
-
-
-_FACT_KEYS = {"general.architecture", "general.file_type", "general.size_label",
-              "tokenizer.chat_template"}
-
-
-@functools.lru_cache(maxsize=128)
-def _facts(path: str, _mtime_ns: int, _size: int) -> ModelFacts:
-    head = read_metadata(path, _FACT_KEYS)
-    arch = head.get("general.architecture")
-    extra = read_metadata(path, {f"{arch}.context_length", f"{arch}.embedding_length",
-                                 f"{arch}.pooling_type"}) if isinstance(arch, str) else {}
-    quant = None
-    if isinstance(head.get("general.file_type"), int):
-        try:
-            import gguf
-
-            quant = gguf.LlamaFileType(head["general.file_type"]).name.removeprefix("MOSTLY_")
-        except (ImportError, ValueError):
-            quant = None
-    template = head.get("tokenizer.chat_template")
-    return ModelFacts(arch if isinstance(arch, str) else None, quant,
-                      head.get("general.size_label") if isinstance(
-                          head.get("general.size_label"), str) else None,
-                      extra.get(f"{arch}.context_length"), extra.get(f"{arch}.embedding_length"),
-                      template if isinstance(template, str) else None,
-                      f"{arch}.pooling_type" in extra)
-
-
-def model_facts(path: str) -> ModelFacts:
-    """Cached per file version; reads the disk (call it off the event loop). A file that
-    cannot be read has no facts rather than failing a listing."""
+def model_facts(path: str) -> ModelMetadata:
+    """The file's metadata (cached per file version by the reader; reads the disk, so call
+    it off the event loop). A file that cannot be read has none rather than failing a
+    listing."""
     try:
-        st = os.stat(path)
-        return _facts(path, st.st_mtime_ns, st.st_size)
+        return read_model_metadata(path)
     except (OSError, ValueError):
-        return ModelFacts()
+        return ModelMetadata()
 
 
-def capabilities(facts: ModelFacts) -> list[str]:
-    """Ollama's capability names: a model with pooling and no chat template embeds; every
-    other decoder completes (and chats through its template)."""
-    if facts.pooling and not facts.template:
-        return ["embedding"]
-    caps = ["completion"]
-    if facts.template and "tools" in facts.template:
-        caps.append("tools")
-    return caps
+#: bodhi's capability names (models/metadata.py) as Ollama's
+_CAPABILITIES = {"chat": "completion", "completion": "completion", "infill": "insert",
+                 "tools": "tools", "embedding": "embedding"}
 
 
-def details(facts: ModelFacts) -> dict:
+def ollama_capabilities(caps) -> list[str]:
+    out: list[str] = []
+    for cap in caps:
+        name = _CAPABILITIES.get(cap)
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def parameter_size(count: int | None) -> str:
+    """Ollama's way to write a parameter count: 135M, 1.5B."""
+    if not count:
+        return ""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            value = count / scale
+            return f"{value:.1f}".rstrip("0").rstrip(".") + unit if value < 10 else \
+                f"{value:.0f}{unit}"
+    return str(count)
+
+
+def details(facts: ModelMetadata) -> dict:
     family = facts.architecture or ""
     return {"parent_model": "", "format": "gguf", "family": family,
             "families": [family] if family else None,
-            "parameter_size": facts.parameter_size or "",
+            "parameter_size": parameter_size(facts.parameter_count),
             "quantization_level": facts.quantization or ""}
 
 
@@ -624,13 +599,13 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def tag_entry(model_id: str, path: str, facts: ModelFacts) -> dict:
+def tag_entry(model_id: str, path: str, facts: ModelMetadata) -> dict:
     size, mtime = _stat(path)
     return {"name": model_id, "model": model_id, "modified_at": iso(mtime), "size": size,
             "digest": digest(path, size, mtime), "details": details(facts)}
 
 
-def ps_entry(model_id: str, path: str, facts: ModelFacts, ctx_size: int,
+def ps_entry(model_id: str, path: str, facts: ModelMetadata, ctx_size: int,
              expires_at: float | None) -> dict:
     entry = tag_entry(model_id, path, facts)
     del entry["modified_at"]
@@ -642,7 +617,7 @@ def ps_entry(model_id: str, path: str, facts: ModelFacts, ctx_size: int,
     return entry
 
 
-def show_reply(model_id: str, path: str, facts: ModelFacts, defaults: dict) -> dict:
+def show_reply(model_id: str, path: str, facts: ModelMetadata, defaults: dict) -> dict:
     params = []
     for key, value in sorted(defaults.items()):
         if key == "system_prompt":
@@ -664,7 +639,7 @@ def show_reply(model_id: str, path: str, facts: ModelFacts, defaults: dict) -> d
     size, mtime = _stat(path)
     return {"modelfile": "\n".join(modelfile) + "\n", "parameters": "\n".join(params),
             "template": facts.template or "", "details": details(facts), "model_info": info,
-            "capabilities": capabilities(facts), "modified_at": iso(mtime)}
+            "capabilities": ollama_capabilities(facts.capabilities), "modified_at": iso(mtime)}
 
 
 # -- pulls -------------------------------------------------------------------------------------

@@ -170,16 +170,25 @@ def test_ollama_error_shape_leads_with_the_field():
 
 def test_model_facts_of_the_demo_model(smollm2_path):
     facts = ollama.model_facts(str(smollm2_path))
-    assert (facts.architecture, facts.quantization) == ("llama", "Q4_1")
-    assert facts.context_length > 0 and facts.embedding_length == 576
-    assert ollama.capabilities(facts) == ["completion"]
     entry = ollama.tag_entry("smol", str(smollm2_path), facts)
     assert entry["details"]["family"] == "llama" and entry["size"] > 0
-    assert ollama.model_facts("/no/such/file.gguf") == ollama.ModelFacts()
+    assert entry["details"]["quantization_level"] == "Q4_1"
+    assert entry["details"]["parameter_size"] == "135M"
+    assert ollama.model_facts("/no/such/file.gguf") == ollama.ModelMetadata()
     shown = ollama.show_reply("smol", str(smollm2_path), facts,
                               {"temperature": 0.2, "stop": ["a", "b"], "system_prompt": "S"})
     assert shown["parameters"] == 'stop "a"\nstop "b"\ntemperature 0.2'
-    assert 'SYSTEM """S"""' in shown["modelfile"]
+    assert 'SYSTEM """S"""' in shown["modelfile"] and shown["capabilities"] == ["completion"]
+    assert ollama.ollama_capabilities(("chat", "completion", "infill", "tools")) == [
+        "completion", "insert", "tools"]
+    assert shown["model_info"]["llama.embedding_length"] == 576
+
+
+@pytest.mark.parametrize("count, text", [(134_515_008, "135M"), (1_543_714_304, "1.5B"),
+                                         (7_241_732_096, "7.2B"), (70_553_706_496, "71B"),
+                                         (None, "")])
+def test_parameter_size_as_ollama_writes_it(count, text):
+    assert ollama.parameter_size(count) == text
 
 
 def test_pull_names_map_to_hub_repos_and_files():
