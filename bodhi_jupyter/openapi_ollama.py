@@ -29,7 +29,11 @@ def add_ollama_paths(paths: dict, schemas: dict, op, json, ref) -> None:
     base = {"model": {"type": "string"}, "created_at": {"type": "string"},
             "done": {"type": "boolean"}, "done_reason": {"type": "string"}, **stats}
     schemas.update({
-        **{name: schema for name, schema in REQUESTS.items() if name != "OllamaPullRequest"},
+        **REQUESTS,
+        "OllamaPullStatus": {"type": "object", "properties": {
+            "status": {"type": "string"}, "digest": {"type": "string"},
+            "total": {"type": "integer"}, "completed": {"type": "integer"},
+            "error": {"type": "string"}}},
         "OllamaError": {"type": "object", "required": ["error"],
                         "properties": {"error": {"type": "string"}}},
         "OllamaModelDetails": details,
@@ -91,6 +95,9 @@ def add_ollama_paths(paths: dict, schemas: dict, op, json, ref) -> None:
                               streamed("OllamaGenerateResponse", "The reply")),
         "/api/embed": post("Embeddings of one input or several", "OllamaEmbedRequest",
                            {"200": json(ref("OllamaEmbedResponse"))}),
+        "/api/pull": post("Pull a GGUF from the Hugging Face hub (admin): hf.co/owner/repo:QUANT "
+                          "or owner/repo:file.gguf", "OllamaPullRequest",
+                          streamed("OllamaPullStatus", "The last status")),
         "/api/embeddings": post("The older embeddings endpoint (one prompt)",
                                 "OllamaEmbeddingsRequest",
                                 {"200": json(ref("OllamaEmbeddingsResponse"))}),

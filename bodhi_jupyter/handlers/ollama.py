@@ -18,6 +18,7 @@ from ..engine.upstream import UpstreamError
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
 from ..jsonbody import parse_json_object
+from ..models.pulls import classify
 from ..models.registry import ModelNotFound, ResolvedModel
 from ..usage import CLIENT_GONE
 from .base import BodhiHandler, domain_errors_as_http, requires
@@ -262,6 +263,55 @@ class VersionHandler(OllamaHandler):
         self.finish({"version": __version__})
 
 
+class PullHandler(OllamaHandler):
+    """A pull from the Hugging Face hub (Ollama's ``hf.co/owner/repo:QUANT`` names) through
+    the pull manager; Ollama's progress lines, or one ``{"status": "success"}``."""
+
+    @web.authenticated
+    @requires("admin")
+    async def post(self):
+        body = self.json_body()
+        ollama.validate("OllamaPullRequest", body)
+        target = ollama.pull_target(body.get("model") or body["name"])
+        pulls = self.bodhi.pulls
+        filename = target.filename
+        with domain_errors_as_http():
+            if filename is None:
+                files = await asyncio.to_thread(repo_files, pulls.endpoint, target.repo)
+                filename = ollama.pick_gguf(files, target.quant)
+            pull, _created = await pulls.start(target.repo, filename)
+        sent: dict = {}
+        if body.get("stream") is False:
+            pull = await pulls.wait(pull.id)
+            lines = ollama.pull_lines(pull.public(), sent)
+            if "error" in lines[-1]:
+                raise BodhiAPIError(502, lines[-1]["error"], code="pull_failed")
+            self.finish(lines[-1])
+            return
+        self.set_header("Content-Type", NDJSON)
+        while True:
+            pull = pulls.get(pull.id)
+            lines = ollama.pull_lines(pull.public(), sent)
+            if lines and not await self.send_event_bytes(
+                    b"".join(json.dumps(line).encode() + b"\n" for line in lines)):
+                return  # the client left; the pull goes on (see it in bodhi/app/models/pulls)
+            if pull.state in ("done", "failed", "cancelled"):
+                break
+            await pulls.wait(pull.id, timeout=0.5)  # progress about twice a second
+        web.RequestHandler.finish(self)
+
+
+def repo_files(endpoint: str, repo: str) -> list[str]:
+    """The repository's files (to pick one by quantization), as the pull manager's hub
+    errors."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi(endpoint=endpoint).list_repo_files(repo)
+    except Exception as e:
+        raise classify(e, endpoint) from None
+
+
 default_handlers = [
     (r"bodhi/api/tags", TagsHandler),
     (r"bodhi/api/show", ShowHandler),
@@ -271,4 +321,5 @@ default_handlers = [
     (r"bodhi/api/generate", GenerateHandler),
     (r"bodhi/api/embed", EmbedHandler),
     (r"bodhi/api/embeddings", EmbeddingsHandler),
+    (r"bodhi/api/pull", PullHandler),
 ]

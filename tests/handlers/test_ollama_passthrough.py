@@ -111,3 +111,4 @@ async def test_a_client_leaving_mid_stream_stops_the_engine_and_is_499(server_ur
     await until(lambda: engine.in_flight == 0, timeout=5)
     (row,) = await usage_rows(bodhi_app, "ollama/chat")
     assert row.status == 499
+
