@@ -22,7 +22,7 @@ from ..models.pulls import classify
 from ..models.registry import ModelNotFound, ResolvedModel
 from ..usage import CLIENT_GONE
 from .base import BodhiHandler, domain_errors_as_http, requires
-from .openai import InferenceHandler, _StreamAborted, check_model_allowed, upstream_error
+from .openai import InferenceHandler, _StreamAborted, check_model_allowed
 
 NDJSON = "application/x-ndjson"
 
@@ -110,30 +110,18 @@ class OllamaInference(OllamaMixin, InferenceHandler):
         self._status = 200
         self.finish(ollama.load_reply(self._t, self._name, self._timing))
 
-    async def _forward(self, engine, request: PreparedRequest) -> None:
-        resp = await engine.forward(request.upstream_path, request.payload)
-        self._upstream = resp
-        try:
-            if request.stream and resp.status == 200:
-                await self._relay_ndjson(resp)
-                return
-            try:
-                raw = await resp.read()
-            except UpstreamError:
-                self._status = CLIENT_GONE
-                return
-            if resp.status >= 400:
-                raise upstream_error(resp, raw, request.model.id)
-            answer = json.loads(raw)
-            out = ollama.reply(self._t, self._name, answer, self._timing)
-            usage = answer.get("usage") or {}
-            self._tokens = (int(usage.get("prompt_tokens") or 0),
-                            int(usage.get("completion_tokens") or 0))
-            self._status = 200
-            self.finish(out)
-        finally:
-            self._upstream = None
-            resp.close()
+    def _answer(self, resp, body: bytes) -> None:
+        """The engine's OpenAI answer, in Ollama's shape."""
+        answer = json.loads(body)
+        out = ollama.reply(self._t, self._name, answer, self._timing)
+        usage = answer.get("usage") or {}
+        self._tokens = (int(usage.get("prompt_tokens") or 0),
+                        int(usage.get("completion_tokens") or 0))
+        self._status = 200
+        self.finish(out)
+
+    async def _relay_stream(self, resp) -> None:
+        await self._relay_ndjson(resp)
 
     async def _relay_ndjson(self, resp) -> None:
         """Each engine event becomes an NDJSON line, written as it arrives."""

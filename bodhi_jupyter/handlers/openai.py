@@ -255,14 +255,18 @@ class InferenceHandler(OpenAIHandler):
                 return  # the client left and we hung up on the engine: nothing to say
             if resp.status >= 400:
                 raise upstream_error(resp, body, request.model.id, request.model.remote)
-            self.set_header("Content-Type", resp.content_type or "application/json")
-            self._tokens = counts_from_body(body)
-            self._status = resp.status
-            self.write(body)  # bytes: forwarded untouched
-            self._finish_raw()
+            self._answer(resp, body)
         finally:
             self._upstream = None
             resp.close()
+
+    def _answer(self, resp: UpstreamResponse, body: bytes) -> None:
+        """A whole (non-streamed) successful answer, to the client."""
+        self.set_header("Content-Type", resp.content_type or "application/json")
+        self._tokens = counts_from_body(body)
+        self._status = resp.status
+        self.write(body)  # bytes: forwarded untouched
+        self._finish_raw()
 
     async def _relay_stream(self, resp: UpstreamResponse) -> None:
         """Each piece the engine sends is written to the client from the engine socket's
