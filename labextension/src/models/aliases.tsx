@@ -96,6 +96,7 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
   const { api, trans } = props;
   const [aliases, setAliases] = React.useState<IAlias[] | null>(null);
   const [options, setOptions] = React.useState<IAliasOptions | null>(null);
+  const [listError, setListError] = React.useState<string | null>(null);
   const [error, setError] = React.useState<string | null>(null);
   const [editing, setEditing] = React.useState<{ alias: IAlias | null; model: string } | null>(null);
   const loader = useLoader(props);
@@ -103,15 +104,15 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
   const load = async () => {
     try {
       setAliases((await api.json<IPage<IAlias>>('app/aliases?page_size=200')).data);
-      setError(null);
+      setListError(null);
     } catch (e) {
-      setError(errorText(e, trans));
+      setListError(errorText(e, trans));
     }
   };
   React.useEffect(() => void load(), [props.reloadKey]);
   React.useEffect(() => {
     if (props.draftModel !== null) {
-      setEditing({ alias: null, model: props.draftModel });
+      setEditing({ alias: null, model: props.draftModel || (fileModels(props.models)[0]?.id ?? '') });
       props.onDraftTaken();
     }
   }, [props.draftModel]);
@@ -133,9 +134,9 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
     if (!r.button.accept) {
       return;
     }
+    setError(null);
     try {
       await api.json(`app/aliases/${encodeURIComponent(a.name)}`, 'DELETE');
-      setError(null);
     } catch (e) {
       setError(errorText(e, trans));
     }
@@ -162,16 +163,9 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
           }}
         />
       )}
-      {may(props.user, 'admin') && !editing && (
-        <div className="bodhi-Actions bodhi-SectionActions">
-          <TextButton className="bodhi-NewAlias" onClick={() => setEditing({ alias: null, model: fileModels(props.models)[0]?.id ?? '' })}>
-            <addIcon.react tag="span" className="bodhi-ButtonIcon bodhi-mod-plain" />
-            {trans.__('New alias')}
-          </TextButton>
-        </div>
-      )}
-      <ErrorLine error={error} />
-      {aliases && aliases.length === 0 && <div className="bodhi-Empty">{trans.__('No aliases yet.')}</div>}
+      <ErrorLine error={error} className="bodhi-ActionError" />
+      <ErrorLine error={listError} />
+      {aliases && aliases.length === 0 && !editing && <div className="bodhi-Empty">{trans.__('No aliases yet.')}</div>}
       {(aliases ?? []).map(a => (
         <div key={a.name} className="bodhi-Item bodhi-Alias" data-alias={a.name}>
           <div className="bodhi-ItemHead">
@@ -215,11 +209,12 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
   );
 }
 
-export function AliasesTools(props: ISectionProps & { onReload: () => void }): JSX.Element {
+export function AliasesTools(props: ISectionProps & { onReload: () => void; onNew: () => void }): JSX.Element {
   const { api, trans } = props;
   const [error, setError] = React.useState<string | null>(null);
   return (
     <>
+      {may(props.user, 'admin') && <Tool icon={addIcon} tooltip={trans.__('New alias')} className="bodhi-NewAlias" onClick={props.onNew} />}
       <Tool
         icon={downloadIcon}
         tooltip={error ?? trans.__('Export the aliases as YAML')}

@@ -57,6 +57,13 @@ function ProcessRow(props: ISectionProps & { process: IProcess; onError: (e: str
   const { api, trans, process: p } = props;
   const [log, setLog] = React.useState<string[] | null>(null);
   const [busy, setBusy] = React.useState(false);
+  const logBox = React.useRef<HTMLPreElement>(null);
+  // a tail: its end is what matters, so it opens scrolled to the last line
+  React.useEffect(() => {
+    if (logBox.current) {
+      logBox.current.scrollTop = logBox.current.scrollHeight;
+    }
+  }, [log]);
 
   const readLog = async () => {
     try {
@@ -122,7 +129,7 @@ function ProcessRow(props: ISectionProps & { process: IProcess; onError: (e: str
         )}
       </div>
       {log && (
-        <pre className="bodhi-Log" aria-label={trans.__('Engine log')}>
+        <pre className="bodhi-Log" ref={logBox} aria-label={trans.__('Engine log')}>
           {log.length ? log.join('\n') : trans.__('(the log is empty)')}
         </pre>
       )}

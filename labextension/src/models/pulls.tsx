@@ -17,6 +17,7 @@ const ACTIVE = new Set(['queued', 'running']);
 export function PullsBody(props: ISectionProps & { reloadKey: number }): JSX.Element {
   const { api, trans } = props;
   const [pulls, setPulls] = React.useState<IPull[] | null>(null);
+  const [listError, setListError] = React.useState<string | null>(null);
   const [error, setError] = React.useState<string | null>(null);
   const [repo, setRepo] = React.useState('');
   const [filename, setFilename] = React.useState('');
@@ -28,7 +29,7 @@ export function PullsBody(props: ISectionProps & { reloadKey: number }): JSX.Ele
     try {
       const list = (await api.json<IPage<IPull>>('app/models/pulls?page_size=50')).data;
       setPulls(list);
-      setError(null);
+      setListError(null);
       // a pull that has just finished added a model: the lists should show it
       const done = list.filter(p => p.state === 'done' && !finished.current.has(p.id));
       if (pulls !== null && done.length) {
@@ -36,16 +37,16 @@ export function PullsBody(props: ISectionProps & { reloadKey: number }): JSX.Ele
       }
       done.forEach(p => finished.current.add(p.id));
     } catch (e) {
-      setError(errorText(e, trans));
+      setListError(errorText(e, trans));
     }
   };
   const active = (pulls ?? []).some(p => ACTIVE.has(p.state));
   usePoll(() => void load(), active ? 1000 : null, [props.reloadKey]);
 
   const act = async (fn: () => Promise<unknown>) => {
+    setError(null);
     try {
       await fn();
-      setError(null);
     } catch (e) {
       setError(errorText(e, trans));
     }
@@ -88,7 +89,8 @@ export function PullsBody(props: ISectionProps & { reloadKey: number }): JSX.Ele
           </div>
         </form>
       )}
-      <ErrorLine error={error} />
+      <ErrorLine error={error} className="bodhi-ActionError" />
+      <ErrorLine error={listError} />
       {pulls && pulls.length === 0 && <div className="bodhi-Empty">{trans.__('No pulls yet.')}</div>}
       {(pulls ?? []).map(p => (
         <PullRow key={p.id} {...props} pull={p} onCancel={() => act(() => api.json(`app/models/pulls/${p.id}`, 'DELETE'))} onRetry={() => act(() => api.json(`app/models/pulls/${p.id}/retry`, 'POST'))} />

@@ -11,18 +11,24 @@ import { IPage } from '../api';
 import { Badge, ErrorLine, Field, ISectionProps, TextButton, Tool, errorText, may } from './common';
 import { IUpstream } from './types';
 
-export function UpstreamsBody(props: ISectionProps & { reloadKey: number }): JSX.Element {
+export function UpstreamsBody(props: ISectionProps & { reloadKey: number; newKey: number }): JSX.Element {
   const { api, trans } = props;
   const [upstreams, setUpstreams] = React.useState<IUpstream[] | null>(null);
+  const [listError, setListError] = React.useState<string | null>(null);
   const [error, setError] = React.useState<string | null>(null);
   const [editing, setEditing] = React.useState<{ upstream: IUpstream | null } | null>(null);
+  React.useEffect(() => {
+    if (props.newKey > 0) {
+      setEditing({ upstream: null });
+    }
+  }, [props.newKey]);
 
   const load = async () => {
     try {
       setUpstreams((await api.json<IPage<IUpstream>>('app/upstreams?page_size=200')).data);
-      setError(null);
+      setListError(null);
     } catch (e) {
-      setError(errorText(e, trans));
+      setListError(errorText(e, trans));
     }
   };
   React.useEffect(() => void load(), [props.reloadKey]);
@@ -36,9 +42,9 @@ export function UpstreamsBody(props: ISectionProps & { reloadKey: number }): JSX
     if (!r.button.accept) {
       return;
     }
+    setError(null);
     try {
       await api.json(`app/upstreams/${encodeURIComponent(u.name)}`, 'DELETE');
-      setError(null);
     } catch (e) {
       setError(errorText(e, trans));
     }
@@ -61,16 +67,9 @@ export function UpstreamsBody(props: ISectionProps & { reloadKey: number }): JSX
           }}
         />
       )}
-      {may(props.user, 'admin') && !editing && (
-        <div className="bodhi-Actions bodhi-SectionActions">
-          <TextButton className="bodhi-NewUpstream" onClick={() => setEditing({ upstream: null })}>
-            <addIcon.react tag="span" className="bodhi-ButtonIcon bodhi-mod-plain" />
-            {trans.__('Add upstream')}
-          </TextButton>
-        </div>
-      )}
-      <ErrorLine error={error} />
-      {upstreams && upstreams.length === 0 && <div className="bodhi-Empty">{trans.__('No remote upstreams. Add an OpenAI-compatible server to offer its models here.')}</div>}
+      <ErrorLine error={error} className="bodhi-ActionError" />
+      <ErrorLine error={listError} />
+      {upstreams && upstreams.length === 0 && !editing && <div className="bodhi-Empty">{trans.__('No remote upstreams. Add an OpenAI-compatible server to offer its models here.')}</div>}
       {(upstreams ?? []).map(u => (
         <UpstreamRow key={u.name} {...props} upstream={u} onEdit={() => setEditing({ upstream: u })} onDelete={() => void remove(u)} editing={!!editing} />
       ))}
@@ -78,8 +77,13 @@ export function UpstreamsBody(props: ISectionProps & { reloadKey: number }): JSX
   );
 }
 
-export function UpstreamsTools(props: ISectionProps & { onReload: () => void }): JSX.Element {
-  return <Tool icon={refreshIcon} tooltip={props.trans.__('Refresh the upstreams')} className="bodhi-RefreshUpstreams" onClick={props.onReload} />;
+export function UpstreamsTools(props: ISectionProps & { onReload: () => void; onNew: () => void }): JSX.Element {
+  return (
+    <>
+      {may(props.user, 'admin') && <Tool icon={addIcon} tooltip={props.trans.__('Add an upstream')} className="bodhi-NewUpstream" onClick={props.onNew} />}
+      <Tool icon={refreshIcon} tooltip={props.trans.__('Refresh the upstreams')} className="bodhi-RefreshUpstreams" onClick={props.onReload} />
+    </>
+  );
 }
 
 function UpstreamRow(props: ISectionProps & { upstream: IUpstream; editing: boolean; onEdit: () => void; onDelete: () => void }): JSX.Element {

@@ -81,11 +81,11 @@ export function ModelsView(props: { api: BodhiClient; trans: TranslationBundle; 
           }}
         />
       </Section>
-      <Section id="aliases" title={trans.__('Aliases')} open={open.aliases} onToggle={() => toggle('aliases')} tools={<AliasesTools {...section} onReload={() => bump('aliases')} />}>
+      <Section id="aliases" title={trans.__('Aliases')} open={open.aliases} onToggle={() => toggle('aliases')} tools={<AliasesTools {...section} onReload={() => bump('aliases')} onNew={() => setAliasFor('')} />}>
         <AliasesBody {...section} draftModel={aliasFor} onDraftTaken={() => setAliasFor(null)} reloadKey={reload.aliases ?? 0} />
       </Section>
-      <Section id="upstreams" title={trans.__('Remote upstreams')} open={open.upstreams} onToggle={() => toggle('upstreams')} tools={<UpstreamsTools {...section} onReload={() => bump('upstreams')} />}>
-        <UpstreamsBody {...section} reloadKey={reload.upstreams ?? 0} />
+      <Section id="upstreams" title={trans.__('Remote upstreams')} open={open.upstreams} onToggle={() => toggle('upstreams')} tools={<UpstreamsTools {...section} onReload={() => bump('upstreams')} onNew={() => bump('newUpstream')} />}>
+        <UpstreamsBody {...section} reloadKey={reload.upstreams ?? 0} newKey={reload.newUpstream ?? 0} />
       </Section>
       <Section id="pulls" title={trans.__('Pulls from the hub')} open={open.pulls} onToggle={() => toggle('pulls')} tools={<PullsTools {...section} onReload={() => bump('pulls')} />}>
         <PullsBody {...section} reloadKey={reload.pulls ?? 0} />
