@@ -27,13 +27,13 @@ const REQUEST_FIELDS: { key: string; label: string; kind: Kind | 'text' | 'list'
 
 /** Server options with a field of their own (extra_args are the flag rows). */
 const SERVER_FIELDS: Record<string, { label: string; kind: Kind; choices?: string[]; hint?: string }> = {
-  ctx_size: { label: 'Context size (-c)', kind: 'int', hint: 'tokens, shared by the parallel slots' },
-  parallel: { label: 'Parallel slots (-np)', kind: 'int' },
+  ctx_size: { label: 'Context (-c)', kind: 'int' },
+  parallel: { label: 'Slots (-np)', kind: 'int' },
   gpu_layers: { label: 'GPU layers (-ngl)', kind: 'int' },
-  pooling: { label: 'Pooling (embeddings)', kind: 'str', choices: ['', 'mean', 'cls', 'last', 'rank', 'none'] },
+  pooling: { label: 'Pooling', kind: 'str', choices: ['', 'mean', 'cls', 'last', 'rank', 'none'] },
   chat_template: { label: 'Chat template', kind: 'str', hint: "a llama.cpp template name, e.g. 'chatml'" },
   chat_template_file: { label: 'Chat template file', kind: 'str' },
-  mmproj: { label: 'Multimodal projector (mmproj)', kind: 'str' }
+  mmproj: { label: 'Multimodal projector (mmproj GGUF)', kind: 'str' }
 };
 
 interface IDraft {
@@ -278,6 +278,8 @@ function AliasForm(props: ISectionProps & { alias: IAlias | null; model: string;
   const [d, setD] = React.useState<IDraft>(() => draftOf(alias, props.model));
   const [error, setError] = React.useState<{ text: string; param: string | null } | null>(null);
   const [saving, setSaving] = React.useState(false);
+  // open where the alias has some, so nothing set is hidden
+  const [openRequest] = React.useState(() => Object.values(d.request).some(v => v !== ''));
   const files = fileModels(props.models);
   const flags = options?.flags ?? [];
   // the typed options the server knows (all of ours while it has not said)
@@ -336,48 +338,52 @@ function AliasForm(props: ISectionProps & { alias: IAlias | null; model: string;
           </HTMLSelect>
         </Field>
       )}
-      <fieldset className="bodhi-Fieldset">
-        <legend>{trans.__('Request defaults (used where a request leaves them out)')}</legend>
-        {REQUEST_FIELDS.map(f => (
-          <Field key={f.key} label={trans.__(f.label)}>
-            {f.kind === 'text' || f.kind === 'list' ? (
-              <textarea className="jp-mod-styled" data-field={f.key} rows={2} value={d.request[f.key]} onChange={e => setD({ ...d, request: { ...d.request, [f.key]: e.target.value } })} />
-            ) : (
-              <input
-                className="jp-mod-styled"
-                data-field={f.key}
-                type="number"
-                step={f.kind === 'float' ? 'any' : '1'}
-                value={d.request[f.key]}
-                onChange={e => setD({ ...d, request: { ...d.request, [f.key]: e.target.value } })}
-              />
-            )}
-          </Field>
-        ))}
-      </fieldset>
+      <details className="bodhi-Fieldset bodhi-RequestDefaults" open={openRequest}>
+        <summary>{trans.__('Request defaults (where a request leaves them out)')}</summary>
+        <div className="bodhi-Grid">
+          {REQUEST_FIELDS.map(f => (
+            <Field key={f.key} label={trans.__(f.label)} className={f.kind === 'text' || f.kind === 'list' ? 'bodhi-mod-wide' : ''}>
+              {f.kind === 'text' || f.kind === 'list' ? (
+                <textarea className="jp-mod-styled" data-field={f.key} rows={2} value={d.request[f.key]} onChange={e => setD({ ...d, request: { ...d.request, [f.key]: e.target.value } })} />
+              ) : (
+                <input
+                  className="jp-mod-styled"
+                  data-field={f.key}
+                  type="number"
+                  step={f.kind === 'float' ? 'any' : '1'}
+                  value={d.request[f.key]}
+                  onChange={e => setD({ ...d, request: { ...d.request, [f.key]: e.target.value } })}
+                />
+              )}
+            </Field>
+          ))}
+        </div>
+      </details>
       {!d.router && (
-        <fieldset className="bodhi-Fieldset">
-          <legend>{trans.__('Engine options')}</legend>
-          {serverKeys.map(k => {
-            const f = SERVER_FIELDS[k];
-            const set = (v: string) => setD({ ...d, server: { ...d.server, [k]: v } });
-            return (
-              <Field key={k} label={trans.__(f.label)} hint={f.hint ? trans.__(f.hint) : undefined}>
-                {f.choices ? (
-                  <HTMLSelect className="bodhi-ServerOption" data-field={k} value={d.server[k]} onChange={e => set(e.target.value)}>
-                    {f.choices.map(c => (
-                      <option key={c} value={c}>
-                        {c || trans.__('(default)')}
-                      </option>
-                    ))}
-                  </HTMLSelect>
-                ) : (
-                  <input className="jp-mod-styled bodhi-ServerOption" data-field={k} type={f.kind === 'int' ? 'number' : 'text'} value={d.server[k]} onChange={e => set(e.target.value)} />
-                )}
-              </Field>
-            );
-          })}
-          <div className="bodhi-Param">
+        <details className="bodhi-Fieldset bodhi-EngineOptions" open>
+          <summary>{trans.__('Engine options')}</summary>
+          <div className="bodhi-Grid">
+            {serverKeys.map(k => {
+              const f = SERVER_FIELDS[k];
+              const set = (v: string) => setD({ ...d, server: { ...d.server, [k]: v } });
+              return (
+                <Field key={k} label={trans.__(f.label)} hint={f.hint ? trans.__(f.hint) : undefined} className={f.kind === 'str' && !f.choices ? 'bodhi-mod-wide' : ''}>
+                  {f.choices ? (
+                    <HTMLSelect className="bodhi-ServerOption" data-field={k} value={d.server[k]} onChange={e => set(e.target.value)}>
+                      {f.choices.map(c => (
+                        <option key={c} value={c}>
+                          {c || trans.__('(default)')}
+                        </option>
+                      ))}
+                    </HTMLSelect>
+                  ) : (
+                    <input className="jp-mod-styled bodhi-ServerOption" data-field={k} type={f.kind === 'int' ? 'number' : 'text'} value={d.server[k]} onChange={e => set(e.target.value)} />
+                  )}
+                </Field>
+              );
+            })}
+          </div>
+          <div className="bodhi-Param bodhi-Flags">
             <span>{trans.__('Extra llama-server flags (from the allowed list)')}</span>
             <datalist id="bodhi-allowed-flags">
               {flags.map(f => (
@@ -402,7 +408,7 @@ function AliasForm(props: ISectionProps & { alias: IAlias | null; model: string;
               <Tool icon={addIcon} label={trans.__('Add flag')} tooltip={trans.__('Add a llama-server flag')} className="bodhi-AddFlag" onClick={() => setFlags([...d.flags, { flag: '', value: '' }])} />
             </div>
           </div>
-        </fieldset>
+        </details>
       )}
       <ErrorLine error={error?.text ?? null} className="bodhi-FormError" />
       <div className="bodhi-Actions">
