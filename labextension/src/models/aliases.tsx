@@ -5,7 +5,7 @@
  * and a flag the server refuses is marked with the server's message.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
-import { addIcon, closeIcon, deleteIcon, downloadIcon, editIcon, HTMLSelect, refreshIcon } from '@jupyterlab/ui-components';
+import { addIcon, closeIcon, deleteIcon, downloadIcon, editIcon, fileUploadIcon, HTMLSelect, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { ApiError, IPage } from '../api';
@@ -92,7 +92,7 @@ export function aliasBody(d: IDraft): Record<string, unknown> {
   return body;
 }
 
-export function AliasesBody(props: ISectionProps & { draftModel: string | null; onDraftTaken: () => void; reloadKey: number }): JSX.Element {
+export function AliasesBody(props: ISectionProps & { draftModel: string | null; onDraftTaken: () => void; reloadKey: number; notice: INotice | null }): JSX.Element {
   const { api, trans } = props;
   const [aliases, setAliases] = React.useState<IAlias[] | null>(null);
   const [options, setOptions] = React.useState<IAliasOptions | null>(null);
@@ -165,6 +165,12 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
       )}
       <ErrorLine error={error} className="bodhi-ActionError" />
       <ErrorLine error={listError} />
+      {props.notice?.error && <ErrorLine error={props.notice.text} className="bodhi-AliasNotice" />}
+      {props.notice && !props.notice.error && (
+        <div className="bodhi-Notice bodhi-AliasNotice" role="status">
+          {props.notice.text}
+        </div>
+      )}
       {aliases && aliases.length === 0 && !editing && <div className="bodhi-Empty">{trans.__('No aliases yet.')}</div>}
       {(aliases ?? []).map(a => (
         <div key={a.name} className="bodhi-Item bodhi-Alias" data-alias={a.name}>
@@ -209,21 +215,77 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
   );
 }
 
-export function AliasesTools(props: ISectionProps & { onReload: () => void; onNew: () => void }): JSX.Element {
+export interface INotice {
+  text: string;
+  error: boolean;
+}
+
+interface IImportResult {
+  created: string[];
+  updated: string[];
+  skipped: { name: string; reason: string }[];
+}
+
+/** What an import did, in one line. */
+export function importSummary(r: IImportResult, trans: ISectionProps['trans']): string {
+  const parts = [trans.__('%1 created', r.created.length), trans.__('%1 updated', r.updated.length)];
+  if (r.skipped.length) {
+    parts.push(trans.__('%1 skipped (%2)', r.skipped.length, r.skipped.map(x => `${x.name}: ${x.reason}`).join('; ')));
+  }
+  return trans.__('Imported: %1', parts.join(', '));
+}
+
+export function AliasesTools(props: ISectionProps & { onReload: () => void; onNew: () => void; onNotice: (n: INotice | null) => void }): JSX.Element {
   const { api, trans } = props;
-  const [error, setError] = React.useState<string | null>(null);
+  const picker = React.useRef<HTMLInputElement>(null);
+  const fail = (e: unknown) => props.onNotice({ text: errorText(e, trans), error: true });
+  const importFile = async (file: File) => {
+    props.onNotice(null);
+    try {
+      const json = /\.json$/i.test(file.name);
+      const resp = await api.fetch('app/aliases/import', {
+        method: 'POST',
+        body: await file.text(),
+        headers: { 'Content-Type': json ? 'application/json' : 'application/yaml' }
+      });
+      props.onNotice({ text: importSummary((await resp.json()) as IImportResult, trans), error: false });
+      props.onReload();
+      await props.modelsChanged();
+    } catch (e) {
+      fail(e);
+    }
+  };
   return (
     <>
-      {may(props.user, 'admin') && <Tool icon={addIcon} tooltip={trans.__('New alias')} className="bodhi-NewAlias" onClick={props.onNew} />}
+      {may(props.user, 'admin') && (
+        <>
+          <Tool icon={addIcon} tooltip={trans.__('New alias')} className="bodhi-NewAlias" onClick={props.onNew} />
+          <Tool icon={fileUploadIcon} tooltip={trans.__('Import aliases (YAML or JSON)')} className="bodhi-ImportAliases" onClick={() => picker.current?.click()} />
+          <input
+            ref={picker}
+            type="file"
+            accept=".yaml,.yml,.json"
+            className="bodhi-ImportFile"
+            hidden
+            onChange={e => {
+              const f = e.target.files?.[0];
+              e.target.value = '';
+              if (f) {
+                void importFile(f);
+              }
+            }}
+          />
+        </>
+      )}
       <Tool
         icon={downloadIcon}
-        tooltip={error ?? trans.__('Export the aliases as YAML')}
+        tooltip={trans.__('Export the aliases as YAML')}
         className="bodhi-ExportAliases"
         onClick={() =>
           void api
             .download('app/aliases/export', 'aliases.yaml')
-            .then(() => setError(null))
-            .catch(e => setError(errorText(e, trans)))
+            .then(() => props.onNotice(null))
+            .catch(fail)
         }
       />
       <Tool icon={refreshIcon} tooltip={trans.__('Refresh the aliases')} className="bodhi-RefreshAliases" onClick={props.onReload} />

@@ -7,7 +7,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { BodhiClient, IPage, IUser } from '../api';
-import { AliasesBody, AliasesTools } from './aliases';
+import { AliasesBody, AliasesTools, INotice } from './aliases';
 import { ISectionProps, Section, errorText, usePoll } from './common';
 import { FilesBody, FilesTools, fileModels } from './files';
 import { ProcessesBody, ProcessesTools } from './processes';
@@ -27,6 +27,7 @@ export function ModelsView(props: { api: BodhiClient; trans: TranslationBundle; 
   const [open, setOpen] = React.useState<Record<SectionId, boolean>>({ processes: true, files: true, aliases: true, upstreams: true, pulls: true });
   const [reload, setReload] = React.useState<Record<string, number>>({});
   const [aliasFor, setAliasFor] = React.useState<string | null>(null);
+  const [aliasNotice, setAliasNotice] = React.useState<INotice | null>(null);
 
   const loadModels = async () => {
     try {
@@ -81,8 +82,8 @@ export function ModelsView(props: { api: BodhiClient; trans: TranslationBundle; 
           }}
         />
       </Section>
-      <Section id="aliases" title={trans.__('Aliases')} open={open.aliases} onToggle={() => toggle('aliases')} tools={<AliasesTools {...section} onReload={() => bump('aliases')} onNew={() => setAliasFor('')} />}>
-        <AliasesBody {...section} draftModel={aliasFor} onDraftTaken={() => setAliasFor(null)} reloadKey={reload.aliases ?? 0} />
+      <Section id="aliases" title={trans.__('Aliases')} open={open.aliases} onToggle={() => toggle('aliases')} tools={<AliasesTools {...section} onReload={() => bump('aliases')} onNew={() => setAliasFor('')} onNotice={setAliasNotice} />}>
+        <AliasesBody {...section} draftModel={aliasFor} onDraftTaken={() => setAliasFor(null)} reloadKey={reload.aliases ?? 0} notice={aliasNotice} />
       </Section>
       <Section id="upstreams" title={trans.__('Remote upstreams')} open={open.upstreams} onToggle={() => toggle('upstreams')} tools={<UpstreamsTools {...section} onReload={() => bump('upstreams')} onNew={() => bump('newUpstream')} />}>
         <UpstreamsBody {...section} reloadKey={reload.upstreams ?? 0} newKey={reload.newUpstream ?? 0} />
