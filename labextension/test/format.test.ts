@@ -59,7 +59,8 @@ test("a pull's progress: a fraction once the total is known, a summary while it 
   assert.equal(pullSummary(running), '12 MB of 98 MB · 4.2 MB/s · 21 s left');
   assert.equal(pullSummary({ ...running, state: 'cancelled' }), '12 MB of 98 MB');
   assert.equal(pullSummary({ ...running, bytes_total: null, speed: null, eta_s: null }), '12 MB');
-  assert.equal(pullSummary(running, eta => `noch ${eta}`), '12 MB of 98 MB · 4.2 MB/s · noch 21 s');
+  const de = { __: (t: string, ...a: unknown[]) => t.replace('%1 of %2', `${a[0]} von ${a[1]}`).replace('%1 left', `noch ${a[0]}`) };
+  assert.equal(pullSummary(running, de), '12 MB von 98 MB · 4.2 MB/s · noch 21 s');
 });
 
 test('alias flags: argv tokens to rows and back', () => {

@@ -79,9 +79,16 @@ export interface IPullLike {
   eta_s: number | null;
 }
 
+type Trans = { __: (s: string, ...args: any[]) => string };
+
+/** No translation: the English text with its %1, %2 ... filled in. */
+export const plainTrans: Trans = {
+  __: (s: string, ...args: any[]) => s.replace(/%(\d+)/g, (m, i) => String(args[Number(i) - 1] ?? m))
+};
+
 /** One line under a pull's bar: "12 MB of 98 MB · 4.2 MB/s · 20 s left". */
-export function pullSummary(p: IPullLike, left: (eta: string) => string = eta => `${eta} left`): string {
-  const parts = [p.bytes_total ? `${formatBytes(p.bytes_done)} of ${formatBytes(p.bytes_total)}` : formatBytes(p.bytes_done)];
+export function pullSummary(p: IPullLike, trans: Trans = plainTrans): string {
+  const parts = [p.bytes_total ? trans.__('%1 of %2', formatBytes(p.bytes_done), formatBytes(p.bytes_total)) : formatBytes(p.bytes_done)];
   if (p.state === 'running') {
     const speed = formatSpeed(p.speed);
     const eta = formatEta(p.eta_s);
@@ -89,7 +96,7 @@ export function pullSummary(p: IPullLike, left: (eta: string) => string = eta =>
       parts.push(speed);
     }
     if (eta) {
-      parts.push(left(eta));
+      parts.push(trans.__('%1 left', eta));
     }
   }
   return parts.join(' · ');

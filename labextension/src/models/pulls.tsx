@@ -140,7 +140,7 @@ function PullRow(props: ISectionProps & { pull: IPull; onCancel: () => Promise<v
       )}
       <div className="bodhi-ListMeta bodhi-PullSummary">
         {percent !== null && p.state !== 'done' ? `${percent}% · ` : ''}
-        {pullSummary(p, eta => trans.__('%1 left', eta))}
+        {pullSummary(p, trans)}
         {p.files.length > 1 ? ` · ${trans.__('%1 parts', p.files.length)}` : ''}
         {p.state === 'done' || p.state === 'failed' || p.state === 'cancelled' ? ` · ${shortDate(p.updated_at)}` : ''}
       </div>
