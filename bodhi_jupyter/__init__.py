@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 
 
+def pull(repo: str, filename: str, revision: str | None = None, **kwargs) -> str | None:
+    """Pull a GGUF from the Hugging Face hub through this Jupyter server, with a progress
+    bar; returns the model id to chat with (see ``bodhi_jupyter.kernel.pulls.pull``)."""
+    from .kernel.pulls import pull as _pull
+
+    return _pull(repo, filename, revision, **kwargs)
+
+
 def _jupyter_server_extension_points():
     from .app import BodhiApp
 

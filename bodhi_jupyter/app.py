@@ -35,11 +35,15 @@ from .handlers import app as app_api
 from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
 from .handlers import models as models_api
+from .handlers import pulls as pulls_api
+from .handlers import upstreams as upstreams_api
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
 from .metrics import BodhiMetrics
 from .models.discovery import ModelDiscovery
+from .models.pulls import PullManager
 from .models.registry import ModelRegistry
+from .models.upstreams import UpstreamRegistry
 from .settings import RuntimeSettings
 from .store.database import Database
 from .usage import UsageRecorder
@@ -57,7 +61,7 @@ class BodhiApp(ExtensionApp):
     description = __doc__.split("\n\n")[0]
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
-               RolePolicy, RateLimiter]
+               RolePolicy, RateLimiter, PullManager, UpstreamRegistry]
 
     preload = List(
         Unicode(),
@@ -77,6 +81,8 @@ class BodhiApp(ExtensionApp):
         self.database = Database(parent=self, log=self.log)
         self.registry = ModelRegistry(self.database, ModelDiscovery(parent=self, log=self.log),
                                       parent=self, log=self.log)
+        self.upstreams = UpstreamRegistry(self.database, parent=self, log=self.log)
+        self.registry.remote = self.upstreams  # remote models resolve after local ones
         self.launcher = LlamaServerLauncher(parent=self, log=self.log)
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
         atexit.register(self.supervisor.kill_all)  # if stop_extension never runs
@@ -88,6 +94,7 @@ class BodhiApp(ExtensionApp):
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
         self.conversations = ConversationStore(self.database)
+        self.pulls = PullManager(self.database, self.registry, parent=self, log=self.log)
         self.metrics = BodhiMetrics(self.supervisor)
         self.runtime_settings = self._runtime_settings()
         self._tasks = BackgroundTasks(self.log)
@@ -102,6 +109,8 @@ class BodhiApp(ExtensionApp):
         self.handlers.extend(tokens.default_handlers)
         self.handlers.extend(app_api.default_handlers)
         self.handlers.extend(conversations_api.default_handlers + models_api.default_handlers)
+        self.handlers.extend(pulls_api.default_handlers)
+        self.handlers.extend(upstreams_api.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
 
     def _runtime_settings(self) -> RuntimeSettings:
@@ -122,8 +131,10 @@ class BodhiApp(ExtensionApp):
         off, and scan for models once."""
         self.database.upgrade()
         self.registry.sync_config_aliases()
+        self.upstreams.load()
         self.runtime_settings.apply_stored()
         self.conversations.cut_off_streaming(server_owner())  # replies the last run left
+        self.pulls.mark_interrupted()  # pulls the last run left: failed, resumable
         self.log.info("bodhi: %d model(s) available; engine command %s",
                       len(self.registry.list_models()), " ".join(self.launcher.binary()))
 
@@ -181,7 +192,9 @@ class BodhiApp(ExtensionApp):
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))
         await self._tasks.cancel_all()
+        await self.pulls.shutdown()
         await self.supervisor.shutdown()
+        self.upstreams.close()
         atexit.unregister(self.supervisor.kill_all)
         if self._opening is not None:  # let a start-up migration finish before closing
             await asyncio.wait([asyncio.wrap_future(self._opening)], timeout=30)

@@ -17,6 +17,7 @@ from http import HTTPStatus
 
 from .engine.process import EngineFailed
 from .engine.supervisor import CapacityError, EngineUnavailable
+from .models.pulls import PullError, PullNotFound
 from .models.registry import ModelNotFound
 
 _OPENAI_TYPES = {
@@ -90,6 +91,10 @@ def as_http(exc: BaseException | None) -> BodhiAPIError | None:
         param = getattr(exc, "param", None) or "model"
         return BodhiAPIError(404 if param == "model" else 400, str(exc),
                              code="model_not_found", param=param)
+    if isinstance(exc, PullError):  # the hub's answer, the disk, or the request
+        return BodhiAPIError(exc.status, exc.message, code=exc.code, param=exc.param)
+    if isinstance(exc, PullNotFound):
+        return BodhiAPIError(404, str(exc), code="pull_not_found")
     if isinstance(exc, CapacityError):
         return BodhiAPIError(503, str(exc), code="capacity_exceeded",
                              headers={"Retry-After": "5"})

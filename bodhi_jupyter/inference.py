@@ -2,20 +2,21 @@
 request rejected here starts nothing and stores nothing.
 
 The shape of each request is its JSON Schema in :mod:`.schemas` (the same one the OpenAPI
-document publishes); this module adds what depends on the model: images need a vision
-projector, embeddings ``dimensions`` must be the model's own size, and an alias's request
-defaults are filled in under each API's own field names.
+document publishes); this module adds what depends on the model: the model must be able
+to do what is asked (:mod:`.models.capabilities`), images need a vision projector,
+embeddings ``dimensions`` must be the model's own size, and an alias's request defaults
+are filled in under each API's own field names.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 
 from .errors import invalid
 from .jsonbody import parse_json_object
-from .models.gguf_meta import GGUFError, embedding_length
+from .models.capabilities import check_capable
+from .models.metadata import GGUFError, ModelMetadata, describe
 from .models.registry import ModelRegistry, ResolvedModel, apply_request_defaults
 from .schemas import validate
 
@@ -111,6 +112,20 @@ class InferenceGateway:
         body = parse_json_object(raw)
         validate(endpoint, body)
         model = await self.registry.resolve_fresh(body["model"])  # ModelNotFound: a 404
+        if model.targets is not None:  # a router: shaped per target (for_model) when served
+            return PreparedRequest(endpoint, model, b"", body.get("stream") is True, body)
+        return await self.for_model(endpoint, body, model)
+
+    async def for_model(self, endpoint: str, body: dict, model: ResolvedModel
+                        ) -> PreparedRequest:
+        """The request as sent to one model: its checks, its defaults, its name."""
+        if model.remote is not None:  # the upstream judges what it can take
+            body = with_defaults(endpoint, body, model.request_defaults)
+            body["model"] = model.remote.model  # the upstream's own name for it
+            return PreparedRequest(endpoint, model, json.dumps(body).encode(),
+                                   body.get("stream") is True, body)
+        meta = await self._metadata(model)
+        check_capable(endpoint, model, meta)
         media = media_part(endpoint, body)
         if media is not None and not model.server.mmproj:
             where, kind = media
@@ -118,21 +133,30 @@ class InferenceGateway:
                           "multimodal projector (an alias with the server option 'mmproj')",
                           param=where, code="unsupported_content")
         if endpoint == "embeddings" and body.get("dimensions") is not None:
-            await self._check_dimensions(model, body["dimensions"])
+            self._check_dimensions(model, meta, body["dimensions"])
         body = with_defaults(endpoint, body, model.request_defaults)
         body["model"] = model.id
         return PreparedRequest(endpoint, model, json.dumps(body).encode(),
                                body.get("stream") is True, body)
 
     @staticmethod
-    async def _check_dimensions(model: ResolvedModel, wanted: int) -> None:
+    async def _metadata(model: ResolvedModel) -> ModelMetadata | None:
+        """The scan's reading of the file; a file it has not read (a path an alias named
+        since) is read now, in a thread, once per file version."""
+        if model.metadata is not None:
+            return model.metadata
+        try:
+            return await describe(model.path)
+        except (OSError, GGUFError):
+            return None
+
+    @staticmethod
+    def _check_dimensions(model: ResolvedModel, meta: ModelMetadata | None,
+                          wanted: int) -> None:
         """llama.cpp returns the model's full vector and cannot shorten it. Truncating and
         renormalising is only right for models trained for it (Matryoshka), which the
         file does not say, so any other size is refused rather than faked."""
-        try:
-            size = await asyncio.to_thread(embedding_length, model.path)
-        except (OSError, GGUFError):
-            size = None
+        size = meta.embedding_length if meta is not None else None
         if size is None:
             raise invalid(f"'dimensions' cannot be checked for '{model.id}' (its file does "
                           "not state an embedding size); leave it out", param="dimensions")

@@ -69,7 +69,8 @@ def add_panel_paths(paths: dict, schemas: dict, op, json, ref, error, path_param
         "AppModel": {"type": "object", "required": ["id", "source", "request_defaults"],
                      "properties": {"id": {"type": "string"},
                                     "source": {"enum": ["alias", "hf-cache", "directory",
-                                                        "package"]},
+                                                        "package", "path", "remote",
+                                                        "router"]},
                                     "request_defaults": {"type": "object"}}},
     }
     clash = panel_schemas.keys() & schemas.keys()

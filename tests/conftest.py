@@ -45,11 +45,37 @@ def fake_engine(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_hf_home(tmp_path, monkeypatch):
-    """Never scan the developer's real Hugging Face cache."""
+    """Never scan the developer's real Hugging Face cache, and never reach the real hub:
+    HF_ENDPOINT (which servers started by tests inherit) is a closed local port."""
     hf = tmp_path / "hf-home"
     hf.mkdir()
     monkeypatch.setenv("HF_HOME", str(hf))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
     return hf
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound and closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def converted_models_dir(tmp_path_factory) -> Path:
+    """One cache of converted package models (all-minilm-l6-v2) for the whole session."""
+    return tmp_path_factory.mktemp("converted-models")
+
+
+@pytest.fixture(autouse=True)
+def _shared_converted_models(converted_models_dir, monkeypatch):
+    """Convert packaged models once per session, never into the developer's data dir."""
+    from bodhi_jupyter.models import discovery
+
+    monkeypatch.setattr(discovery, "default_converted_dir", lambda: str(converted_models_dir))
+    return converted_models_dir
 
 
 @pytest.fixture

@@ -50,6 +50,9 @@ Process-level fault flags:
                              stuck with a stream open); SIGKILL still works
     --fake-record FILE       append every POST body as a JSON line
                              {"path", "body"} to FILE
+    --fake-status CODE       answer every POST with HTTP status CODE and the
+                             error JSON of [status=CODE] (an engine that always fails)
+    --fake-tls CERT KEY      serve https with this PEM certificate and key
 
 A client that disconnects mid-stream is noticed at the next write: generation
 stops and "fake-llama-server: client disconnected" goes to stderr.
@@ -137,6 +140,8 @@ def parse_args(argv=None):
     p.add_argument("--fake-embedding-dim", type=int, default=8, metavar="N")
     p.add_argument("--fake-ignore-sigterm", action="store_true")
     p.add_argument("--fake-record", default=None, metavar="FILE")
+    p.add_argument("--fake-status", type=int, default=None, metavar="CODE")
+    p.add_argument("--fake-tls", nargs=2, default=None, metavar=("CERT", "KEY"))
     args, unknown = p.parse_known_args(argv)
     return args, unknown
 
@@ -333,6 +338,10 @@ class Handler(BaseHTTPRequestHandler):
                     self.read_body()
                     raise RequestError(401, "Invalid API Key", "authentication_error")
                 name = self.ROUTES.get((method, self.path_only))
+                if method == "POST" and self.server.cfg.fake_status is not None:
+                    self.read_body()
+                    code = self.server.cfg.fake_status
+                    raise RequestError(code, f"fake error {code}")
                 if name is None:
                     self.read_body()
                     raise RequestError(404, "File Not Found")
@@ -729,6 +738,12 @@ def main(argv=None):
         sys.stderr.write(f"error: couldn't bind HTTP server socket, hostname: {cfg.host}, "
                          f"port: {cfg.port}: {e}\n")
         return 1
+    if cfg.fake_tls:
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*cfg.fake_tls)
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.cfg = cfg
     httpd.model_id = cfg.alias or cfg.model or "fake-model"
     httpd.created = int(time.time())

@@ -44,8 +44,9 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 @pytest.fixture
-def jupyter(tmp_path):
-    """Start `jupyter <app>` with the extension enabled by its installed config drop-in."""
+def jupyter(tmp_path, converted_models_dir):
+    """Start `jupyter <app>` with the extension enabled by its installed config drop-in
+    (packaged models converted once per session, not per server)."""
     procs = []
 
     def start(app: str = "server", *extra_args: str):
@@ -58,7 +59,8 @@ def jupyter(tmp_path):
             [sys.executable, "-m", "jupyter", app, "--allow-root", "--no-browser",
              f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
              "--ServerApp.base_url=/jp/", "--ModelRegistry.default_ctx_size=1024",
-             "--ModelRegistry.default_parallel=1", *extra_args],
+             "--ModelRegistry.default_parallel=1",
+             f"--ModelDiscovery.converted_dir={converted_models_dir}", *extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         procs.append(proc)
         base = f"http://127.0.0.1:{port}/jp/"

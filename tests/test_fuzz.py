@@ -22,7 +22,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from .conftest import FAKE_SERVER
+from .hf_hub_stand_in import HubStandIn
 from .live_server import TOKEN, jupyter  # noqa: F401  (fixture)
+from .remote_servers import fake_server
 
 EXAMPLES = int(os.environ.get("BODHI_FUZZ_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -32,7 +34,14 @@ LAST = ("/app/settings",)
 
 
 @pytest.fixture
-def fuzz_server(jupyter, tmp_path, smollm2_path):
+def empty_hub():
+    """Pulls ask a local hub that has no repositories: 404s, never a download."""
+    with HubStandIn() as hub:
+        yield hub
+
+
+@pytest.fixture
+def fuzz_server(jupyter, tmp_path, smollm2_path, empty_hub):
     wrapper = tmp_path / "fake-llama-server"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
     wrapper.chmod(0o755)
@@ -41,13 +50,17 @@ def fuzz_server(jupyter, tmp_path, smollm2_path):
         "LlamaServerLauncher": {"llama_server_path": str(wrapper)},
         "EngineSupervisor": {"keep_alive": 60, "max_loaded": 8, "capacity_timeout": 5},
         "ModelRegistry": {"aliases": {"fake": {"model": str(smollm2_path)}}},
+        "PullManager": {"endpoint": empty_hub.url},
     }))
     _proc, base, log, _env = jupyter("server")
-    return base, log
+    # upstreams the fuzzer adds point here (and at a closed port), never at made-up hosts
+    remote = fake_server(tmp_path / "remote.log").wait_healthy(15)
+    yield base, log, remote.base_url
+    remote.stop()
 
 
 def test_every_operation_survives_fuzzing(fuzz_server):
-    base, log = fuzz_server
+    base, log, remote_url = fuzz_server
     headers = {"Authorization": f"token {TOKEN}"}
     doc = requests.get(f"{base}bodhi/openapi.json", headers=headers, timeout=30).json()
     # mostly real model names, so generated requests reach the engines, not just the 404
@@ -57,6 +70,9 @@ def test_every_operation_survives_fuzzing(fuzz_server):
             "enum": ["fake", "fake", "fake", "no-such-model"]}
     doc["components"]["schemas"]["ProcessRequest"]["properties"]["model"] = {
         "enum": ["fake", "no-such-model"]}
+    for name in ("UpstreamRequest", "UpstreamUpdate"):
+        doc["components"]["schemas"][name]["properties"]["base_url"] = {
+            "enum": [remote_url, "http://127.0.0.1:9/v1"]}
     keys = [s["key"] for s in requests.get(f"{base}bodhi/app/settings?page_size=200",
                                            headers=headers, timeout=30).json()["data"]]
     for param in doc["paths"]["/app/settings/{key}"]["put"]["parameters"]:

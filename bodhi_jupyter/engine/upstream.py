@@ -294,12 +294,13 @@ class UpstreamPool:
                       content_type: str = "application/json",
                       timeout: float | None = None,
                       on_failure: Callable[[Exception], Awaitable[Exception]] | None = None,
-                      ) -> UpstreamResponse:
+                      connect_timeout: float | None = None) -> UpstreamResponse:
         """Send one request and read the status line and headers.
 
         A pooled connection that the engine has quietly closed fails before any byte of
         the reply; such a request is retried once on a fresh connection. ``on_failure``
         turns a failure while reading the body into the exception to raise instead.
+        ``connect_timeout`` (default ``timeout``) bounds dialling alone.
         """
         head = (f"{method} {path} HTTP/1.1\r\n").encode() + self._fixed_headers
         if body or method in ("POST", "PUT", "PATCH"):
@@ -310,7 +311,8 @@ class UpstreamPool:
             conn, reused = self._take() if attempt == 0 else (None, False)
             if conn is None:
                 try:
-                    conn = await asyncio.wait_for(self._connect(), timeout)
+                    conn = await asyncio.wait_for(
+                        self._connect(), timeout if connect_timeout is None else connect_timeout)
                 except OSError as e:  # includes TimeoutError
                     raise UpstreamError(f"cannot connect to engine on port {self.port}: "
                                         f"{e}") from e

@@ -121,6 +121,9 @@ class ProcessesHandler(AppHandler):
             raise invalid("'embedding' must be a boolean", param="embedding")
         model = await self.bodhi.registry.resolve_fresh(name)
         check_model_allowed(self.principal, model.id)
+        if model.remote is not None or model.targets is not None:
+            raise invalid(f"'{model.id}' is not a local model: there is no engine to load",
+                          param="model")
         supervisor = self.bodhi.supervisor
         with domain_errors_as_http():
             engine = await supervisor.acquire(self.owner, model, embedding)

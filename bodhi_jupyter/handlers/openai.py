@@ -13,14 +13,19 @@ from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
-from ..models.registry import ResolvedModel
+from ..models.capabilities import model_fields
+from ..models.registry import InvalidAlias, ModelNotFound, ResolvedModel
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
-    return {"id": model.id, "object": "model", "created": created, "owned_by": "bodhi"}
+    """OpenAI's model object, plus what the file says (source, architecture, capabilities
+    ...: clients ignore fields they do not know)."""
+    owner = model.remote.upstream if model.remote is not None else "bodhi"
+    return {"id": model.id, "object": "model", "created": created, "owned_by": owner,
+            **model_fields(model)}
 
 
 class OpenAIHandler(BodhiHandler):
@@ -35,6 +40,7 @@ class ModelListHandler(OpenAIHandler):
     async def get(self):
         created = int(self.bodhi.started_at)
         await self.bodhi.registry.rescan()  # throttled: new downloads show within seconds
+        await self.bodhi.upstreams.refresh_stale()  # remote lists: bounded by list_wait
         models = [m for m in self.bodhi.registry.list_models()
                   if self.principal.may_use_model(m.id)]
         self.finish({"object": "list", "data": [model_object(m, created) for m in models]})
@@ -69,10 +75,12 @@ def is_request_fault(message: str) -> bool:
     return bool(_REQUEST_FAULT.search(message or ""))
 
 
-def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiAPIError:
+def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str,
+                   remote=None) -> BodhiAPIError:
     """Pass an engine's 4xx through with its message, and a 500 that describes the
     request as the 400 it is (so clients do not retry it); anything else is an engine
-    failure."""
+    failure. A remote upstream refusing its key (401/403) is a 502 too: the caller's own
+    credentials were fine, the configured key is not."""
     try:
         err = json.loads(body).get("error", {})
         message = err.get("message") if isinstance(err, dict) else str(err)
@@ -86,6 +94,12 @@ def upstream_error(resp: UpstreamResponse, body: bytes, model_id: str) -> BodhiA
                              type=err.get("type") if isinstance(err, dict) else None)
     if resp.status == 500 and is_request_fault(message):
         return BodhiAPIError(400, message, code="invalid_request")
+    if remote is not None:
+        refused = resp.status in (401, 403)
+        what = "refused its API key" if refused else "failed"
+        return BodhiAPIError(502, f"The upstream '{remote.upstream}' {what} ({resp.status}): "
+                             f"{message}",
+                             code="upstream_auth_failed" if refused else "upstream_error")
     return BodhiAPIError(502, f"The engine for '{model_id}' failed ({resp.status}): {message}",
                          code="engine_error")
 
@@ -114,6 +128,13 @@ class InferenceHandler(OpenAIHandler):
         self._tokens = (0, 0)
         self._body_parts: list[bytes] | None = []
         self._body_size = 0
+        self._target: str | None = None  # the router target serving: X-Bodhi-Target
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()  # runs again when an error clears the headers
+        target = getattr(self, "_target", None)
+        if target is not None:
+            self.set_header("X-Bodhi-Target", target)
 
     async def prepare(self):
         await super().prepare()
@@ -176,11 +197,49 @@ class InferenceHandler(OpenAIHandler):
     async def _serve(self, request: PreparedRequest) -> None:
         try:
             with domain_errors_as_http():
-                async with self.bodhi.supervisor.lease(self.owner, request.model,
-                                                       request.embedding) as engine:
-                    await self._forward(engine, request)
+                if request.model.targets is not None:
+                    await self._route(request)
+                else:
+                    await self._serve_one(request)
         except _StreamAborted:
             return  # the client already has the error event
+
+    async def _route(self, request: PreparedRequest) -> None:
+        """A router alias: try its targets in order. A connection error, a failed engine
+        start or a 5xx before any byte reached the client moves on; a 4xx is the answer."""
+        router, failures = request.model, []
+        registry, gateway = self.bodhi.registry, self.bodhi.gateway
+        for name in router.targets:
+            self._target = name
+            self.set_header("X-Bodhi-Target", name)
+            try:
+                model = await registry.resolve_target(router, name)
+            except (ModelNotFound, InvalidAlias) as e:  # unknown target, or a nested router
+                failures.append(f"{name}: {e}")
+            else:
+                try:
+                    with domain_errors_as_http():
+                        sub = await gateway.for_model(request.endpoint, request.body, model)
+                        await self._serve_one(sub)
+                    return
+                except BodhiAPIError as e:
+                    if e.status < 500 or self._headers_written:
+                        raise
+                    failures.append(f"{name}: {e.message.splitlines()[0][:200]}")
+            self.log.warning("bodhi: router %s: target %s failed, trying the next: %s",
+                             router.id, name, failures[-1])
+        raise BodhiAPIError(502, f"No target of the router '{router.id}' could answer: "
+                            + "; ".join(failures), code="all_targets_failed")
+
+    async def _serve_one(self, request: PreparedRequest) -> None:
+        """Forward to the model's engine, or to its upstream for a remote model."""
+        model = request.model
+        if model.remote is not None:
+            await self._forward(self.bodhi.upstreams.forwarder(model.remote), request)
+            return
+        async with self.bodhi.supervisor.lease(self.owner, model,
+                                               request.embedding) as engine:
+            await self._forward(engine, request)
 
     async def _forward(self, engine, request: PreparedRequest) -> None:
         resp = await engine.forward(request.upstream_path, request.payload)
@@ -195,7 +254,7 @@ class InferenceHandler(OpenAIHandler):
                 self._status = CLIENT_GONE
                 return  # the client left and we hung up on the engine: nothing to say
             if resp.status >= 400:
-                raise upstream_error(resp, body, request.model.id)
+                raise upstream_error(resp, body, request.model.id, request.model.remote)
             self.set_header("Content-Type", resp.content_type or "application/json")
             self._tokens = counts_from_body(body)
             self._status = resp.status

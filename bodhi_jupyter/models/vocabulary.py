@@ -3,7 +3,7 @@
 That number turns a prompt's size into a lower bound on its token count
 (``utf8_bytes / longest_token_bytes``), which is enough to refuse prompts that cannot fit
 a context without asking the engine to tokenize them. Only the GGUF header is read
-(``gguf_meta.read_metadata``); the tensors are never touched.
+(``metadata.read_metadata``); the tensors are never touched.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .gguf_meta import GGUFError, read_metadata
+from .metadata import GGUFError, read_metadata
 
 #: tokenizers whose tokens cover the input text losslessly, so the bound holds: byte-level
 #: BPE (every character of a token stands for one byte) and SentencePiece ("▁" for a space,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,7 +27,9 @@ class ModelAlias(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
-    model: Mapped[str] = mapped_column(String(1024), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # None: a router
+    #: a router alias: model names tried in order (local or remote); None for a plain alias
+    targets: Mapped[list | None] = mapped_column(JSON, nullable=True)
     request_defaults: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     server_options: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     source: Mapped[str] = mapped_column(String(16), nullable=False, default="api")
@@ -125,3 +127,43 @@ class ConversationMessage(Base):
     stats: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelPull(Base):
+    """A download of a GGUF (all parts of a split one) from the Hugging Face hub. ``parts``
+    holds what the hub said of each file (size, etag, commit, URL), so that a retry or a
+    restart finds the partial files; ``error`` is ``{message, type, code}``."""
+
+    __tablename__ = "pulls"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    repo: Mapped[str] = mapped_column(String(255), nullable=False)
+    filename: Mapped[str] = mapped_column(String(1024), nullable=False)
+    revision: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    files: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    parts: Mapped[list | None] = mapped_column(JSON)
+    model_id: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[dict | None] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+class Upstream(Base):
+    """A remote OpenAI-compatible server. The API key is stored Fernet-encrypted only; its
+    key lives outside the database (models/upstreams.py)."""
+
+    __tablename__ = "upstreams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    base_url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    #: the models it serves as configured; None: asked from its GET /models
+    models: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    prefix: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)

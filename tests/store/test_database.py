@@ -25,11 +25,12 @@ def test_fresh_database_is_migrated_to_head(db):
     assert db.upgrade() is None  # nothing existed, so there was nothing to back up
 
     tables = set(inspect(db.engine).get_table_names())
-    assert {"model_aliases", "api_tokens", "settings", "usage_records",
+    assert {"model_aliases", "api_tokens", "settings", "usage_records", "upstreams",
             "alembic_version"} <= tables
-    columns = {c["name"] for c in inspect(db.engine).get_columns("model_aliases")}
-    assert columns == {"id", "name", "model", "request_defaults", "server_options", "source",
-                       "created_at", "updated_at"}
+    columns = {c["name"]: c for c in inspect(db.engine).get_columns("model_aliases")}
+    assert set(columns) == {"id", "name", "model", "request_defaults", "server_options",
+                            "source", "targets", "created_at", "updated_at"}
+    assert columns["model"]["nullable"]  # a router alias has targets instead
     assert db.current_revision() == db.head_revision()
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() \

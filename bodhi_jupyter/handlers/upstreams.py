@@ -1,0 +1,69 @@
+"""``bodhi/app/upstreams``: remote OpenAI-compatible servers (admin to change, read to
+list). Thin HTTP over ``UpstreamRegistry``; the API key is write-only."""
+
+from __future__ import annotations
+
+from tornado import web
+
+from ..jsonbody import parse_json_object
+from ..models.upstreams import parse_upstream
+from .base import BodhiHandler, requires
+
+
+class UpstreamsHandler(BodhiHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        page = self.page()
+        self.finish(page.of([u.to_json() for u in self.bodhi.upstreams.list()]))
+
+    @web.authenticated
+    @requires("admin")
+    async def post(self):
+        spec = parse_upstream(parse_json_object(self.request.body))
+        upstream = self.bodhi.upstreams.create(spec)
+        self.log.info("bodhi: %s added upstream %s (%s)", self.owner, upstream.name,
+                      upstream.base_url)
+        self.set_status(201)
+        self.set_header("Location", f"{self.request.path.rstrip('/')}/{upstream.name}")
+        self.finish(upstream.to_json())
+
+
+class UpstreamHandler(BodhiHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self, name: str):
+        self.finish(self.bodhi.upstreams.get(name).to_json())
+
+    @web.authenticated
+    @requires("admin")
+    async def put(self, name: str):
+        self.bodhi.upstreams.get(name)  # 404 before judging the body
+        spec = parse_upstream(parse_json_object(self.request.body), name)
+        upstream = self.bodhi.upstreams.replace(name, spec)
+        self.log.info("bodhi: %s replaced upstream %s", self.owner, name)
+        self.finish(upstream.to_json())
+
+    @web.authenticated
+    @requires("admin")
+    async def delete(self, name: str):
+        self.bodhi.upstreams.delete(name)
+        self.log.info("bodhi: %s deleted upstream %s", self.owner, name)
+        self.set_status(204)
+        self.finish()
+
+
+class UpstreamModelsHandler(BodhiHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self, name: str):
+        """Asks the upstream now: this is also the connection check."""
+        models = await self.bodhi.upstreams.fetch_models(name)
+        self.finish({"name": name, "models": models})
+
+
+default_handlers = [
+    (r"bodhi/app/upstreams", UpstreamsHandler),
+    (r"bodhi/app/upstreams/([^/]+)", UpstreamHandler),
+    (r"bodhi/app/upstreams/([^/]+)/models", UpstreamModelsHandler),
+]
