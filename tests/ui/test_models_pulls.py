@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from ..hf_hub_stand_in import HubStandIn, tiny_gguf
 from ..live_server import wait_until
-from .conftest import CHROMIUM, Lab, only_open, section, shot, skip_without_route
-
-# the hub stand-in comes with the pulls backend (branch `pulls`)
-stand_in = pytest.importorskip("tests.hf_hub_stand_in", reason="the pulls backend is not in this tree yet")
-HubStandIn, tiny_gguf = stand_in.HubStandIn, stand_in.tiny_gguf
+from .conftest import CHROMIUM, Lab, only_open, section, shot
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,11 +34,6 @@ def lab(tmp_path_factory, hub):
     lab = Lab(tmp_path_factory.mktemp("lab"))
     lab.env["HF_ENDPOINT"] = hub.url
     lab.start()
-    try:
-        skip_without_route(lab, "bodhi/app/models/pulls", "the pulls API")
-    except BaseException:
-        lab.stop()
-        raise
     yield lab
     lab.stop()
 

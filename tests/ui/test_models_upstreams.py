@@ -9,14 +9,9 @@ import pytest
 
 from ..conftest import DEMO_MODEL_ID
 from ..live_server import TOKEN, free_port
-from .conftest import only_open, section, shot, skip_without_route
+from .conftest import only_open, section, shot
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _backend(lab):
-    skip_without_route(lab, "bodhi/app/upstreams", "the upstreams API")
 
 
 def open_upstreams(page):

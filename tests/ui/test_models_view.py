@@ -23,6 +23,12 @@ def test_files_show_their_metadata_and_load_starts_a_ready_engine(page, lab, art
     row = section(page, "files").locator(f".bodhi-File[data-model='{DEMO_MODEL_ID}']")
     row.wait_for()
     assert row.locator(".bodhi-Source").inner_text() == "package"
+    # what the GGUF header says, as badges and a line
+    badges = row.locator(".bodhi-ItemBadges .bodhi-Badge").all_inner_texts()
+    assert {"Q4_1", "135M", "chat"} <= set(badges), badges
+    assert any(b.endswith(" MB") for b in badges), badges
+    meta = row.locator(".bodhi-FileMeta").inner_text()
+    assert "llama" in meta and "8K context" in meta and "chat template" in meta, meta
     # JupyterLab's own pieces: toolbar buttons with LabIcons, accordion-like headers
     assert row.locator(".bodhi-Load.jp-ToolbarButtonComponent svg").count() == 1
     assert section(page, "processes").locator(".bodhi-Empty").is_visible()
