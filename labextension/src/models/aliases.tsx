@@ -184,9 +184,11 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
             {a.targets ? trans.__('router: %1', a.targets.join(' → ')) : trans.__('→ %1', a.model ?? '')}
           </div>
           <div className="bodhi-ItemBadges">
-            <Badge className="bodhi-AliasSource" title={a.source === 'config' ? trans.__('Defined in the server configuration: read only') : trans.__('Created through the API')}>
-              {a.source === 'config' ? trans.__('config · read only') : a.source}
-            </Badge>
+            {a.source === 'config' && (
+              <Badge className="bodhi-AliasSource" title={trans.__('Defined in the server configuration: read only')}>
+                {trans.__('config · read only')}
+              </Badge>
+            )}
             {Object.entries(a.server ?? {})
               .filter(([k, v]) => k !== 'extra_args' && v !== null && v !== undefined && v !== '')
               .map(([k, v]) => (

@@ -31,6 +31,10 @@ export function may(user: IUser | null, scope: 'write' | 'admin'): boolean {
 /** An error as one line: what it means, then the server's own words. */
 export function errorText(e: unknown, trans: TranslationBundle): string {
   if (e instanceof ApiError) {
+    // a refused form or request: the server's words say what to change
+    if ([400, 409, 413, 422].includes(e.status) && e.message) {
+      return e.message;
+    }
     const { title } = describeError(e, trans);
     return e.message && e.message !== title ? `${title}: ${e.message}` : title;
   }
