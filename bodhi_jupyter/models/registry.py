@@ -238,8 +238,8 @@ class ModelRegistry(LoggingConfigurable):
         files = self.discovery.scan()
         paths = {}
         for alias in list(self._aliases.values()):
-            ref = alias["model"]
-            if ref not in files and ref.endswith(".gguf") and Path(ref).is_file():
+            ref = alias["model"]  # None for a router
+            if ref and ref not in files and ref.endswith(".gguf") and Path(ref).is_file():
                 p = Path(ref)
                 paths[ref] = self.discovery.with_metadata(
                     ModelFile(p.stem, str(p), "path", p.stat().st_size))
