@@ -37,6 +37,7 @@ from .handlers import meta, openai, tokens
 from .handlers import models as models_api
 from .handlers import pulls as pulls_api
 from .handlers import upstreams as upstreams_api
+from .handlers import aliases as aliases_api
 from .handlers.base import NotFoundHandler
 from .inference import InferenceGateway
 from .metrics import BodhiMetrics
@@ -44,6 +45,7 @@ from .models.discovery import ModelDiscovery
 from .models.pulls import PullManager
 from .models.registry import ModelRegistry
 from .models.upstreams import UpstreamRegistry
+from .models.aliases import AliasStore
 from .settings import RuntimeSettings
 from .store.database import Database
 from .usage import UsageRecorder
@@ -85,6 +87,7 @@ class BodhiApp(ExtensionApp):
         self.registry.remote = self.upstreams  # remote models resolve after local ones
         self.launcher = LlamaServerLauncher(parent=self, log=self.log)
         self.supervisor = EngineSupervisor(self.launcher, parent=self, log=self.log)
+        self.aliases = AliasStore(self.registry, self.supervisor)
         atexit.register(self.supervisor.kill_all)  # if stop_extension never runs
         self.gateway = InferenceGateway(self.registry)
         self.context_guard = ContextGuard(lambda: self.launcher.extra_args, log=self.log)
@@ -111,6 +114,7 @@ class BodhiApp(ExtensionApp):
         self.handlers.extend(conversations_api.default_handlers + models_api.default_handlers)
         self.handlers.extend(pulls_api.default_handlers)
         self.handlers.extend(upstreams_api.default_handlers)
+        self.handlers.extend(aliases_api.default_handlers)
         self.handlers.append((r"bodhi/(.*)", NotFoundHandler))
 
     def _runtime_settings(self) -> RuntimeSettings:

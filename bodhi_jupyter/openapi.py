@@ -381,3 +381,5 @@ add_model_metadata(SCHEMAS)
 from .openapi_upstreams import add_upstream_paths  # noqa: E402
 
 add_upstream_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
+from .openapi_aliases import add_alias_paths  # noqa: E402
+add_alias_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)

@@ -103,6 +103,14 @@ def validate_request(repo, filename, revision) -> tuple[str, str, str | None]:
                 and not value.endswith(".gguf") else "invalid_value"
             raise PullError(400, code, f"'{name}' must be {what} (at most {limit} characters)",
                             name)
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # the hub's finer rules (no '--' or '..', no '-' or '.' at either end of a part)
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        raise PullError(400, "invalid_value", f"'repo' is not a valid repository id: {e}",
+                        "repo") from None
     return repo, filename, revision
 
 

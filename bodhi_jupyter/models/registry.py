@@ -46,7 +46,11 @@ class ModelNotFound(LookupError):
 
 
 class InvalidAlias(ValueError):
-    pass
+    """``param`` names the offending field or llama-server flag when known."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,10 @@ class ResolvedModel:
 NO_SERVER = ServerOptions(ctx_size=0, parallel=0)
 
 
-def validate_alias(name: str, spec: dict) -> None:
-    """Raise InvalidAlias with a message naming the offending field."""
+def validate_alias(name: str, spec: dict, roots: list[str] | None = None) -> None:
+    """Raise InvalidAlias with a message naming the offending field. With ``roots`` (the
+    model directories) also the allow list of llama-server flags, file-valued options and
+    typed request defaults (models/aliases.py ``check_alias``)."""
     if not name or any(c.isspace() for c in name):
         raise InvalidAlias(f"alias name {name!r} must be non-empty without spaces")
     if isinstance(spec, dict) and spec.get("targets") is not None:
@@ -109,6 +115,9 @@ def validate_alias(name: str, spec: dict) -> None:
     unknown = set(spec) - {"model", "request", "server", "targets"}
     if unknown:
         raise InvalidAlias(f"alias {name!r}: unknown keys {sorted(unknown)}")
+    if roots is not None:
+        from .aliases import check_alias
+        check_alias(name, spec, roots)
 
 
 def validate_router(name: str, spec: dict) -> None:
@@ -186,8 +195,8 @@ class ModelRegistry(LoggingConfigurable):
         Aliases created through the API (source 'api') are left alone."""
         valid = {}
         for name, spec in self.aliases.items():
-            try:
-                validate_alias(name, spec)
+            try:  # config is the operator's, trusted as LlamaServerLauncher.extra_args is:
+                validate_alias(name, spec)  # the flag allow list is for API aliases
             except InvalidAlias as e:
                 self.log.error("bodhi: ignoring configured alias: %s", e)
                 continue
@@ -214,6 +223,14 @@ class ModelRegistry(LoggingConfigurable):
                 row.request_defaults = dict(spec.get("request", {}))
                 row.server_options = dict(spec.get("server", {}))
         self.load_aliases()
+
+    def model_roots(self) -> list[str]:
+        """Directories file-valued alias options may point into: the HF cache, the model
+        directories, converted models and the folders of the models found."""
+        d = self.discovery
+        roots = [str(Path(d.hf_home) / "hub"), *d.model_dirs, d.converted_dir]
+        roots += sorted({str(Path(f.path).parent) for f in self.files().values()})
+        return roots
 
     def load_aliases(self) -> None:
         from sqlalchemy import select

@@ -62,6 +62,8 @@ def test_split_parts_and_request_checks():
     for repo, filename, revision, param, code in [
             ("nobody", "c.gguf", None, "repo", "invalid_value"),
             ("a/b/c", "c.gguf", None, "repo", "invalid_value"),
+            ("00j-/uobX", "c.gguf", None, "repo", "invalid_value"),  # the hub's own rules
+            ("a--b/c", "c.gguf", None, "repo", "invalid_value"),
             ("a/b", "c.safetensors", None, "filename", "not_gguf"),
             ("a/b", "../c.gguf", None, "filename", "invalid_value"),
             ("a/b", "/etc/c.gguf", None, "filename", "invalid_value"),
