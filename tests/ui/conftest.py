@@ -175,19 +175,6 @@ def shot(page, artifacts: Path, name: str) -> None:
     set_theme(page, True)
 
 
-def skip_without_route(lab: Lab, path: str, what: str) -> None:
-    """Skip a module whose backend is not in this tree yet (it is built in another branch);
-    anything but a 404 still fails."""
-    import urllib.error
-
-    try:
-        call(lab.base + path)
-    except urllib.error.HTTPError as e:
-        if e.code != 404:
-            raise
-        pytest.skip(f"{what}: {path} is not in this tree yet")
-
-
 MODEL_SECTIONS = ("processes", "files", "aliases", "upstreams", "pulls")
 
 

@@ -9,14 +9,9 @@ from __future__ import annotations
 import pytest
 
 from ..conftest import DEMO_MODEL_ID
-from .conftest import only_open, section, shot, skip_without_route
+from .conftest import only_open, section, shot
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _backend(lab):
-    skip_without_route(lab, "bodhi/app/aliases", "the aliases API")
 
 NAME = "tiny-chat"
 
