@@ -66,3 +66,18 @@ def test_an_engine_shows_its_log_tail_and_unloads(page, lab, artifacts):
     row = section(page, "files").locator(f".bodhi-File[data-model='{DEMO_MODEL_ID}']")
     row.locator(".bodhi-Load").wait_for()
     assert row.locator(".bodhi-State").count() == 0
+
+
+def test_an_embedding_model_loads_as_an_embedding_engine(page, lab, artifacts):
+    embedder = "all-minilm-l6-v2"
+    row = section(page, "files").locator(f".bodhi-File[data-model='{embedder}']")
+    row.wait_for()
+    assert row.locator(".bodhi-Capability").all_inner_texts() == ["embedding"]
+    row.locator(".bodhi-Load").click()
+    proc = page.locator(f".bodhi-Process[data-model='{embedder}'][data-state=ready]")
+    proc.wait_for(timeout=90_000)
+    assert proc.locator(".bodhi-ItemBadges").inner_text() == "embedding"
+    [served] = [p for p in lab.api("bodhi/app/processes")["data"] if p["model"] == embedder]
+    assert served["embedding"] is True and served["state"] == "ready"
+    proc.locator(".bodhi-Unload").click()
+    proc.wait_for(state="detached", timeout=30_000)
