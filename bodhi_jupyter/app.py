@@ -35,6 +35,7 @@ from .handlers import app as app_api
 from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
 from .handlers import models as models_api
+from .handlers import ollama as ollama_api
 from .handlers import pulls as pulls_api
 from .handlers import upstreams as upstreams_api
 from .handlers import aliases as aliases_api
@@ -108,6 +109,7 @@ class BodhiApp(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(openai.default_handlers)
+        self.handlers.extend(ollama_api.default_handlers)
         self.handlers.extend(meta.default_handlers)
         self.handlers.extend(tokens.default_handlers)
         self.handlers.extend(app_api.default_handlers)

@@ -8,7 +8,8 @@ errors (unknown model, engines at their cap, a failing engine) become HTTP.
 ``rate_limit_error`` (429) and ``server_error`` for every 5xx. OpenAI itself sends
 ``requests``/``tokens`` as the type of a 429; the openai and anthropic SDKs and LiteLLM map
 errors by status code alone, so the clearer ``rate_limit_error`` (also Anthropic's) costs
-no client anything. Anthropic routes render :meth:`BodhiAPIError.anthropic_body`.
+no client anything. Anthropic routes render :meth:`BodhiAPIError.anthropic_body`, the
+Ollama routes (``bodhi/api/*``) :meth:`BodhiAPIError.ollama_body`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ class BodhiAPIError(Exception):
             message = f"{self.param}: {message}"
         return {"type": "error", "error": {"type": anthropic_error_type(self.status),
                                            "message": message}}
+
+    def ollama_body(self) -> dict:
+        """Ollama's shape, ``{"error": "message"}``: the ollama client raises
+        ``ResponseError`` with that string and the status; the field leads the message."""
+        message = self.message
+        if self.param and self.param not in message:
+            message = f"{self.param}: {message}"
+        return {"error": message}
 
 
 def invalid(message: str, param: str | None = None, code: str = "invalid_value"):

@@ -371,15 +371,15 @@ from .openapi_panel import add_panel_paths  # noqa: E402
 add_panel_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, query_param, PAGE_PARAMS,
                 page_of)
 
-from .openapi_pulls import add_pull_paths  # noqa: E402
-
-add_pull_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
-
+# -- the models work: pulls, metadata, upstreams, aliases, the Ollama API (own modules) ----
+from .openapi_aliases import add_alias_paths  # noqa: E402
 from .openapi_meta import add_model_metadata  # noqa: E402
-
-add_model_metadata(SCHEMAS)
+from .openapi_ollama import add_ollama_paths  # noqa: E402
+from .openapi_pulls import add_pull_paths  # noqa: E402
 from .openapi_upstreams import add_upstream_paths  # noqa: E402
 
+add_pull_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
+add_model_metadata(SCHEMAS)
 add_upstream_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
-from .openapi_aliases import add_alias_paths  # noqa: E402
 add_alias_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
+add_ollama_paths(PATHS, SCHEMAS, _op, _json, _ref)

@@ -342,3 +342,7 @@ def _error(body: dict, e: fastjsonschema.JsonSchemaValueException,
         message = e.message.replace("data.", "", 1).replace("data", param or "body", 1)
         message = f"'{param}': {message}" if param and param not in message else message
     return BodhiAPIError(400, message, code="invalid_value", param=param)
+
+
+#: a 400 for a fastjsonschema error, for modules with schemas of their own (the Ollama API)
+schema_error = _error

@@ -14,8 +14,14 @@ from .live_server import call, jupyter, wait_until  # noqa: F401  (jupyter is a 
 
 
 def engine_pids(server_pid: int) -> list[int]:
-    children = psutil.Process(server_pid).children(recursive=True)
-    return [c.pid for c in children if "--alias" in c.cmdline()]
+    pids = []
+    for child in psutil.Process(server_pid).children(recursive=True):
+        try:  # a short-lived child may end (or wait to be reaped) while we look
+            if "--alias" in child.cmdline():
+                pids.append(child.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return pids
 
 
 def test_engines_do_not_outlive_a_sigkilled_server(jupyter):

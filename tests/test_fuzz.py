@@ -65,7 +65,9 @@ def test_every_operation_survives_fuzzing(fuzz_server):
     doc = requests.get(f"{base}bodhi/openapi.json", headers=headers, timeout=30).json()
     # mostly real model names, so generated requests reach the engines, not just the 404
     for name in ("ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
-                 "ResponseRequest", "MessageRequest", "CountTokensRequest"):
+                 "ResponseRequest", "MessageRequest", "CountTokensRequest",
+                 "OllamaChatRequest", "OllamaGenerateRequest", "OllamaEmbedRequest",
+                 "OllamaEmbeddingsRequest", "OllamaShowRequest"):
         doc["components"]["schemas"][name]["properties"]["model"] = {
             "enum": ["fake", "fake", "fake", "no-such-model"]}
     doc["components"]["schemas"]["ProcessRequest"]["properties"]["model"] = {

@@ -1,0 +1,325 @@
+"""The Ollama API under ``bodhi/api/``: thin HTTP over :mod:`..ollama` (the translation)
+and the same pipeline as the OpenAI routes (gateway, context guard, supervisor, usage).
+Errors are Ollama's ``{"error": "message"}`` with the status, which the ollama client
+raises as ``ResponseError``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from tornado import web
+
+from .. import __version__
+from .. import ollama
+from ..engine.process import EngineFailed, EngineState
+from ..engine.upstream import UpstreamError
+from ..errors import BodhiAPIError, as_http
+from ..inference import PreparedRequest
+from ..jsonbody import parse_json_object
+from ..models.pulls import classify
+from ..models.registry import ModelNotFound, ResolvedModel
+from ..usage import CLIENT_GONE
+from .base import BodhiHandler, domain_errors_as_http, requires
+from .openai import InferenceHandler, _StreamAborted, check_model_allowed, upstream_error
+
+NDJSON = "application/x-ndjson"
+
+
+async def resolve(registry, name: str) -> ResolvedModel:
+    """The model an Ollama name means (``name:latest`` is ``name`` too)."""
+    for candidate in ollama.model_names(name):
+        try:
+            return await registry.resolve_fresh(candidate)
+        except ModelNotFound:
+            continue
+    raise ModelNotFound(f"model '{name}' not found")
+
+
+class OllamaMixin:
+    """Ollama clients: a bad key is a 401, and every error is Ollama's shape."""
+
+    api_key_clients = True
+
+    def error_body(self, err: BodhiAPIError) -> dict:
+        return err.ollama_body()
+
+    def error_event(self, err: BodhiAPIError) -> bytes:
+        return json.dumps(err.ollama_body()).encode() + b"\n"
+
+    def json_body(self) -> dict:
+        return parse_json_object(self.request.body)
+
+
+class OllamaInference(OllamaMixin, InferenceHandler):
+    """POST chat/generate/embed/embeddings: translate, then the OpenAI pipeline."""
+
+    kind = ""
+
+    def translate(self, body: dict) -> ollama.Translated:
+        raise NotImplementedError
+
+    @web.authenticated
+    @requires("write")
+    async def post(self):
+        started = time.perf_counter()
+        self.endpoint = f"ollama/{self.kind}"
+        body = parse_json_object(self._body())
+        t = self.translate(body)
+        model = await resolve(self.bodhi.registry, t.body["model"])
+        check_model_allowed(self.principal, model.id)
+        t.body["model"] = model.id
+        request = await self.bodhi.gateway.prepare(t.endpoint, json.dumps(t.body).encode())
+        if not t.load_only:
+            await self.bodhi.context_guard.check(request)
+        self._t, self._name = t, body["model"]
+        self._timing = ollama.Timing(started)
+        try:
+            await self._serve(request)
+        except BodhiAPIError as e:
+            self._status = e.status
+            raise
+        finally:
+            self._record(request, started)
+
+    async def _serve(self, request: PreparedRequest) -> None:
+        if self._t.unload:
+            await self._unload(request.model)
+            return
+        try:
+            with domain_errors_as_http():
+                leased = time.perf_counter()
+                async with self.bodhi.supervisor.lease(self.owner, request.model,
+                                                       request.embedding) as engine:
+                    self._timing.load_s = time.perf_counter() - leased
+                    if self._t.load_only:
+                        self._status = 200
+                        self.finish(ollama.load_reply(self._t, self._name, self._timing))
+                        return
+                    await self._forward(engine, request)
+        except _StreamAborted:
+            return
+
+    async def _unload(self, model: ResolvedModel) -> None:
+        """The caller's idle engines for the model go; one that is answering stays."""
+        supervisor = self.bodhi.supervisor
+        for engine in list(supervisor.engines.values()):
+            if (engine.owner, engine.model.id, engine.in_flight) == (self.owner, model.id, 0):
+                await supervisor.unload(engine)
+        self._status = 200
+        self.finish(ollama.load_reply(self._t, self._name, self._timing))
+
+    async def _forward(self, engine, request: PreparedRequest) -> None:
+        resp = await engine.forward(request.upstream_path, request.payload)
+        self._upstream = resp
+        try:
+            if request.stream and resp.status == 200:
+                await self._relay_ndjson(resp)
+                return
+            try:
+                raw = await resp.read()
+            except UpstreamError:
+                self._status = CLIENT_GONE
+                return
+            if resp.status >= 400:
+                raise upstream_error(resp, raw, request.model.id)
+            answer = json.loads(raw)
+            out = ollama.reply(self._t, self._name, answer, self._timing)
+            usage = answer.get("usage") or {}
+            self._tokens = (int(usage.get("prompt_tokens") or 0),
+                            int(usage.get("completion_tokens") or 0))
+            self._status = 200
+            self.finish(out)
+        finally:
+            self._upstream = None
+            resp.close()
+
+    async def _relay_ndjson(self, resp) -> None:
+        """Each engine event becomes an NDJSON line, written as it arrives."""
+        self.set_header("Content-Type", NDJSON)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        connection = self.request.connection
+        connection.stream.set_nodelay(True)
+        translator = ollama.StreamTranslator(self._t, self._name, self._timing)
+        started: list[bool] = []
+
+        def send(data: bytes):
+            if started:
+                sent = connection.write(data)
+            else:  # the first line goes with the headers
+                started.append(True)
+                self.write(data)
+                sent = self.flush()
+            if sent.done() and sent.exception() is not None:
+                resp.close()
+            return sent
+
+        def sink(piece: bytes):
+            data = translator.feed(piece)
+            return send(data) if data else None
+
+        try:
+            await resp.relay(sink)
+            if not translator.done:
+                send(translator.finish())
+            self._status = 200
+            self._tokens = translator.counts
+        except UpstreamError:
+            self._status = CLIENT_GONE
+        except EngineFailed as e:
+            self._status = 502
+            if not connection.stream.closed():
+                await self.send_event_bytes(self.error_event(as_http(e)))
+            raise _StreamAborted() from None
+        finally:
+            if not self._finished and not connection.stream.closed():
+                self._finish_raw()
+
+
+class ChatHandler(OllamaInference):
+    kind = "chat"
+
+    def translate(self, body):
+        return ollama.translate_chat(body)
+
+
+class GenerateHandler(OllamaInference):
+    kind = "generate"
+
+    def translate(self, body):
+        return ollama.translate_generate(body)
+
+
+class EmbedHandler(OllamaInference):
+    kind = "embed"
+
+    def translate(self, body):
+        return ollama.translate_embed(body)
+
+
+class EmbeddingsHandler(OllamaInference):
+    kind = "embeddings"
+
+    def translate(self, body):
+        return ollama.translate_embed(body, legacy=True)
+
+
+class OllamaHandler(OllamaMixin, BodhiHandler):
+    pass
+
+
+class TagsHandler(OllamaHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        await self.bodhi.registry.rescan()
+        models = [m for m in self.bodhi.registry.list_models()
+                  if self.principal.may_use_model(m.id)]
+        facts = await asyncio.to_thread(lambda: [ollama.model_facts(m.path) for m in models])
+        self.finish({"models": [ollama.tag_entry(m.id, m.path, f)
+                                for m, f in zip(models, facts)]})
+
+
+class ShowHandler(OllamaHandler):
+    @web.authenticated
+    @requires("read")
+    async def post(self):
+        body = self.json_body()
+        ollama.validate("OllamaShowRequest", body)
+        model = await resolve(self.bodhi.registry, body.get("model") or body["name"])
+        check_model_allowed(self.principal, model.id)
+        facts = await asyncio.to_thread(ollama.model_facts, model.path)
+        self.finish(ollama.show_reply(model.id, model.path, facts, model.request_defaults))
+
+
+class PsHandler(OllamaHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        supervisor = self.bodhi.supervisor
+        admin = self.principal.can("admin")
+        engines = [e for e in supervisor.engines.values() if e.state == EngineState.READY
+                   and (admin or e.owner == self.owner)
+                   and self.principal.may_use_model(e.model.id)]
+        facts = await asyncio.to_thread(
+            lambda: [ollama.model_facts(e.model.path) for e in engines])
+        out = []
+        for e, f in zip(engines, facts):
+            expires = None
+            if supervisor.keep_alive >= 0 and e.in_flight == 0:
+                expires = time.time() + max(
+                    0.0, e.last_used + supervisor.keep_alive - time.monotonic())
+            out.append(ollama.ps_entry(e.model.id, e.model.path, f, e.model.server.ctx_size,
+                                       expires))
+        self.finish({"models": out})
+
+
+class VersionHandler(OllamaHandler):
+    @web.authenticated
+    @requires("read")
+    async def get(self):
+        self.finish({"version": __version__})
+
+
+class PullHandler(OllamaHandler):
+    """A pull from the Hugging Face hub (Ollama's ``hf.co/owner/repo:QUANT`` names) through
+    the pull manager; Ollama's progress lines, or one ``{"status": "success"}``."""
+
+    @web.authenticated
+    @requires("admin")
+    async def post(self):
+        body = self.json_body()
+        ollama.validate("OllamaPullRequest", body)
+        target = ollama.pull_target(body.get("model") or body["name"])
+        pulls = self.bodhi.pulls
+        filename = target.filename
+        with domain_errors_as_http():
+            if filename is None:
+                files = await asyncio.to_thread(repo_files, pulls.endpoint, target.repo)
+                filename = ollama.pick_gguf(files, target.quant)
+            pull, _created = await pulls.start(target.repo, filename)
+        sent: dict = {}
+        if body.get("stream") is False:
+            pull = await pulls.wait(pull.id)
+            lines = ollama.pull_lines(pull.public(), sent)
+            if "error" in lines[-1]:
+                raise BodhiAPIError(502, lines[-1]["error"], code="pull_failed")
+            self.finish(lines[-1])
+            return
+        self.set_header("Content-Type", NDJSON)
+        while True:
+            pull = pulls.get(pull.id)
+            lines = ollama.pull_lines(pull.public(), sent)
+            if lines and not await self.send_event_bytes(
+                    b"".join(json.dumps(line).encode() + b"\n" for line in lines)):
+                return  # the client left; the pull goes on (see it in bodhi/app/models/pulls)
+            if pull.state in ("done", "failed", "cancelled"):
+                break
+            await pulls.wait(pull.id, timeout=0.5)  # progress about twice a second
+        web.RequestHandler.finish(self)
+
+
+def repo_files(endpoint: str, repo: str) -> list[str]:
+    """The repository's files (to pick one by quantization), as the pull manager's hub
+    errors."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi(endpoint=endpoint).list_repo_files(repo)
+    except Exception as e:
+        raise classify(e, endpoint) from None
+
+
+default_handlers = [
+    (r"bodhi/api/tags", TagsHandler),
+    (r"bodhi/api/show", ShowHandler),
+    (r"bodhi/api/ps", PsHandler),
+    (r"bodhi/api/version", VersionHandler),
+    (r"bodhi/api/chat", ChatHandler),
+    (r"bodhi/api/generate", GenerateHandler),
+    (r"bodhi/api/embed", EmbedHandler),
+    (r"bodhi/api/embeddings", EmbeddingsHandler),
+    (r"bodhi/api/pull", PullHandler),
+]
