@@ -49,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     a("--api-key", metavar="KEY", default=os.environ.get("LLAMA_API_KEY"),
       help="comma-separated keys (env: LLAMA_API_KEY)")
     a("-t", "--threads", type=int, metavar="N")
+    a("-tb", "--threads-batch", type=int, metavar="N")
+    a("-fa", "--flash-attn", choices=("on", "off", "auto"))
+    a("--cont-batching", dest="cont_batching", action="store_true", default=None)
+    a("--no-cont-batching", dest="cont_batching", action="store_false")
+    a("--rope-freq-base", type=float, metavar="F")
+    a("--rope-freq-scale", type=float, metavar="F")
+    # sampling defaults: what a request gets for the fields it leaves out
+    a("--temp", type=float, metavar="F")
+    a("--top-k", type=int, metavar="N")
+    a("--top-p", type=float, metavar="F")
+    a("--min-p", type=float, metavar="F")
+    a("--repeat-penalty", type=float, metavar="F")
+    a("-s", "--seed", type=int, metavar="N")
+    a("-n", "--n-predict", type=int, metavar="N")
     a("-b", "--batch-size", type=int, metavar="N")
     a("-ub", "--ubatch-size", type=int, metavar="N")
     a("--jinja", dest="jinja", action="store_true", default=None)
@@ -101,6 +115,26 @@ def build_params(args: argparse.Namespace):
         # Upstream's batch threads default to -t when -tb is not given.
         p.cpuparams.n_threads = args.threads
         p.cpuparams_batch.n_threads = args.threads
+    if args.threads_batch is not None:
+        p.cpuparams_batch.n_threads = args.threads_batch
+    if args.flash_attn is not None:
+        p.flash_attn_type = getattr(xllamacpp.llama_flash_attn_type, "LLAMA_FLASH_ATTN_TYPE_" + {
+            "on": "ENABLED", "off": "DISABLED", "auto": "AUTO"}[args.flash_attn])
+    if args.cont_batching is not None:
+        p.cont_batching = args.cont_batching
+    if args.rope_freq_base is not None:
+        p.rope_freq_base = args.rope_freq_base
+    if args.rope_freq_scale is not None:
+        p.rope_freq_scale = args.rope_freq_scale
+    if args.n_predict is not None:
+        p.n_predict = args.n_predict
+    sampling = p.sampling  # a live view, as cpuparams
+    for field, value in (("temp", args.temp), ("top_k", args.top_k), ("top_p", args.top_p),
+                         ("min_p", args.min_p), ("penalty_repeat", args.repeat_penalty)):
+        if value is not None:
+            setattr(sampling, field, value)
+    if args.seed is not None:
+        sampling.seed = args.seed & 0xFFFFFFFF  # -1 (random) is LLAMA_DEFAULT_SEED
     if args.batch_size is not None:
         p.n_batch = args.batch_size
     if args.ubatch_size is not None:

@@ -27,12 +27,27 @@ class Flag:
     names: tuple[str, ...]  # long form first
     value: str | None  # "int", "float", "str", "path" or None (a switch)
     help: str
+    minimum: float | None = 1  # numbers only
+    choices: tuple[str, ...] = ()  # "str" only: the values it takes
 
 
 ALLOWED = (
     Flag(("--threads", "-t"), "int", "CPU threads for generation"),
+    Flag(("--threads-batch", "-tb"), "int", "CPU threads for prompt processing"),
     Flag(("--batch-size", "-b"), "int", "logical batch size for prompt processing"),
     Flag(("--ubatch-size", "-ub"), "int", "physical batch size"),
+    Flag(("--flash-attn", "-fa"), "str", "flash attention", choices=("on", "off", "auto")),
+    Flag(("--cont-batching",), None, "batch requests together as they arrive (default)"),
+    Flag(("--no-cont-batching",), None, "do not batch requests together"),
+    Flag(("--rope-freq-base",), "float", "RoPE base frequency (context extension)", 0),
+    Flag(("--rope-freq-scale",), "float", "RoPE frequency scale (context extension)", 0),
+    Flag(("--temp",), "float", "default sampling temperature", 0),
+    Flag(("--top-k",), "int", "default top-k sampling (0 = off)", 0),
+    Flag(("--top-p",), "float", "default top-p sampling", 0),
+    Flag(("--min-p",), "float", "default min-p sampling", 0),
+    Flag(("--repeat-penalty",), "float", "default repetition penalty", 0),
+    Flag(("--seed", "-s"), "int", "default sampling seed (-1 = random)", -1),
+    Flag(("--n-predict", "-n"), "int", "default most tokens to generate (-1 = no limit)", -1),
     Flag(("--jinja",), None, "use the model's Jinja chat template"),
     Flag(("--no-jinja",), None, "do not use the Jinja chat template"),
     Flag(("--chat-template",), "str", "a built-in chat template by name"),
@@ -66,7 +81,8 @@ _DANGEROUS_PREFIXES = ("--api-key", "--ssl-", "--hf-", "-hf", "--model-url", "--
 def flag_options() -> list[dict]:
     """For the panel's form."""
     return [{"flag": f.names[0], "aliases": list(f.names[1:]),
-             "value": "str" if f.value == "path" else f.value, "help": f.help}
+             "value": "str" if f.value == "path" else f.value, "help": f.help,
+             **({"choices": list(f.choices)} if f.choices else {})}
             for f in ALLOWED]
 
 
@@ -137,11 +153,15 @@ def check_extra_args(args: list, roots: list[str]) -> list[str]:
             except ValueError:
                 raise FlagRefused(f"{name} needs a {flag.value} value, got {value!r}",
                                   name) from None
-            if number < 1:
-                raise FlagRefused(f"{name} must be at least 1", name)
+            if flag.minimum is not None and number < flag.minimum:
+                raise FlagRefused(f"{name} must be at least {flag.minimum:g}", name)
         elif flag.value == "path":
             check_path(value, name, roots)
-        elif not value or len(value) > 256 or "\n" in value:
-            raise FlagRefused(f"{name} needs a short one-line value", name)
+        elif not value or len(value) > 256 or "\n" in value or value.startswith("-"):
+            # a value that looks like a flag is a flag smuggled past the list
+            raise FlagRefused(f"{name} needs a short one-line value, not {value[:32]!r}",
+                              name)
+        elif flag.choices and value not in flag.choices:
+            raise FlagRefused(f"{name} takes one of {', '.join(flag.choices)}", name)
         out += [flag.names[0], value]
     return out

@@ -124,3 +124,25 @@ def test_mmproj_flag_sets_the_projector():
     args = build_parser().parse_args(["-m", "model.gguf", "--mmproj", "/models/mmproj.gguf"])
     assert build_params(args).mmproj.path == "/models/mmproj.gguf"
     assert build_params(build_parser().parse_args(["-m", "model.gguf"])).mmproj.path == ""
+
+
+def test_allowed_alias_flags_reach_the_engine_params():
+    """Every flag an alias may add (models/server_flags.py) must mean something here."""
+    from bodhi_jupyter.engine.llama_server_cli import build_params, build_parser
+    from bodhi_jupyter.models.server_flags import ALLOWED
+
+    args = build_parser().parse_args([
+        "-m", "m.gguf", "-tb", "1", "-fa", "off", "--no-cont-batching", "--rope-freq-base",
+        "20000", "--rope-freq-scale", "0.5", "--temp", "0.2", "--top-k", "5", "--top-p", "0.8",
+        "--min-p", "0.1", "--repeat-penalty", "1.2", "--seed", "7", "-n", "3"])
+    p = build_params(args)
+    assert (p.cpuparams_batch.n_threads, int(p.flash_attn_type), p.cont_batching) == (1, 0, False)
+    assert (p.rope_freq_base, p.rope_freq_scale, p.n_predict) == (20000, 0.5, 3)
+    s = p.sampling
+    assert (s.top_k, s.seed) == (5, 7)
+    assert [round(v, 3) for v in (s.temp, s.top_p, s.min_p, s.penalty_repeat)] == [
+        0.2, 0.8, 0.1, 1.2]
+    parser = build_parser()
+    for flag in ALLOWED:  # the parser knows every spelling the list allows
+        for name in flag.names:
+            assert any(name in a.option_strings for a in parser._actions), name

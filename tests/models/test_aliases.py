@@ -52,7 +52,7 @@ def test_allowed_flags_are_normalised(models_dir):
 @pytest.mark.parametrize("flag", [
     "--host", "--port", "--api-key", "--api-key-file", "--log-file", "--slot-save-path",
     "--path", "--model-url", "-mu", "-hf", "-hfr", "-hff", "--hf-repo", "--hf-file",
-    "--hf-token", "-m", "--model", "--alias", "--ssl-key-file", "--webui", "--flash-attn",
+    "--hf-token", "-m", "--model", "--alias", "--ssl-key-file", "--webui", "--ctx-size",
     "--api-key-anything"])
 def test_dangerous_or_unknown_flags_are_refused_by_name(store, flag):
     for args in ([flag, "1"], [f"{flag}=1"]):
@@ -65,6 +65,22 @@ def test_values_are_type_checked(store):
     assert refused(store, {"extra_args": ["--threads"]}).param == "--threads"
     assert refused(store, {"extra_args": ["--jinja=1"]}).param == "--jinja"
     assert refused(store, {"extra_args": ["2"]}).status == 400
+    assert refused(store, {"extra_args": ["--flash-attn", "maybe"]}).param == "--flash-attn"
+    assert refused(store, {"extra_args": ["--temp", "-0.5"]}).param == "--temp"
+
+
+def test_a_value_that_looks_like_a_flag_is_refused(store):
+    """``--chat-template --host`` would hand the engine a flag the list refuses."""
+    e = refused(store, {"extra_args": ["--chat-template", "--host"]})
+    assert e.param == "--chat-template"
+
+
+def test_numbers_have_their_own_lower_bounds(models_dir):
+    args = ["--temp", "0", "--top-k", "0", "--seed", "-1", "--n-predict=-1", "-fa", "off",
+            "--no-cont-batching", "-tb", "1"]
+    assert check_extra_args(args, [str(models_dir)]) == [
+        "--temp", "0", "--top-k", "0", "--seed", "-1", "--n-predict", "-1",
+        "--flash-attn", "off", "--no-cont-batching", "--threads-batch", "1"]
 
 
 def test_files_must_be_inside_the_model_directories(store, models_dir, tmp_path):
