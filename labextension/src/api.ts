@@ -83,7 +83,9 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string | null = null,
     readonly type: string | null = null,
-    readonly retryAfter: number | null = null
+    readonly retryAfter: number | null = null,
+    /** the request field the server blames (a form marks it) */
+    readonly param: string | null = null
   ) {
     super(message);
   }
@@ -237,19 +239,21 @@ async function errorOf(resp: Response): Promise<ApiError> {
   let message = `${resp.status} ${resp.statusText}`;
   let code: string | null = null;
   let type: string | null = null;
+  let param: string | null = null;
   try {
     const body = await resp.json();
     if (body?.error) {
       message = body.error.message ?? message;
       code = body.error.code ?? null;
       type = body.error.type ?? null;
+      param = body.error.param ?? null;
     } else if (body?.message) {
       message = body.message;
     }
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(message, resp.status, code, type, retry > 0 ? retry : null);
+  return new ApiError(message, resp.status, code, type, retry > 0 ? retry : null, param);
 }
 
 export { describeError } from './text';

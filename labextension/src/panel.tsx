@@ -31,6 +31,7 @@ import * as React from 'react';
 import { BodhiClient, IConversationSummary, IMessage } from './api';
 import { ChatController } from './chat';
 import { ICodeActions, Markdown } from './markdown';
+import { ModelsView } from './models/view';
 import { TokensView } from './tokens';
 
 // the panel's styles load with the panel, not at JupyterLab's start
@@ -54,7 +55,7 @@ export interface IChatPanel {
   sendSelection(): Promise<void>;
 }
 
-type View = 'chat' | 'list' | 'tokens';
+type View = 'chat' | 'list' | 'models' | 'tokens';
 
 function useController(c: ChatController): number {
   const [, setTick] = React.useState(0);
@@ -272,6 +273,7 @@ function ChatApp(props: IViewProps): JSX.Element {
       <div className="bodhi-Tabs" role="tablist">
         {tab('chat', trans.__('Chat'))}
         {tab('list', trans.__('History'))}
+        {tab('models', trans.__('Models'))}
         {tab('tokens', trans.__('API tokens'))}
       </div>
       {c.reconnecting && (
@@ -300,6 +302,7 @@ function ChatApp(props: IViewProps): JSX.Element {
         </>
       )}
       {view === 'list' && <ConversationList {...props} onOpen={() => setView('chat')} />}
+      {view === 'models' && <ModelsView api={c.api} trans={trans} user={c.user} onModelsChanged={() => void c.refreshModels()} />}
       {view === 'tokens' && <TokensView api={c.api} trans={trans} models={c.models.map(m => m.id)} user={c.user} />}
     </div>
   );

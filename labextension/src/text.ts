@@ -73,6 +73,9 @@ export function describeError(e: IErrorLike, trans: Trans): { title: string; det
         : e.message
     };
   }
+  if (e.status === 502 && e.code?.startsWith('upstream')) {
+    return { title: trans.__('The upstream failed'), detail: e.message };
+  }
   if (e.status === 502) {
     return { title: trans.__('The engine failed'), detail: e.message };
   }

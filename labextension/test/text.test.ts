@@ -54,6 +54,7 @@ test('errors read by what they mean, with when to retry', () => {
   assert.equal(describeError(e(503, 'capacity_exceeded', 5), trans).title, 'All engines are busy');
   assert.ok(describeError(e(503, 'capacity_exceeded', 5), trans).detail.includes('5 s'));
   assert.equal(describeError(e(502, 'engine_error'), trans).title, 'The engine failed');
+  assert.equal(describeError(e(502, 'upstream_unreachable'), trans).title, 'The upstream failed');
   assert.equal(describeError(e(0, 'server_gone'), trans).title, 'The server is gone');
   assert.equal(describeError(e(404, 'model_not_found'), trans).title, 'No such model');
   assert.equal(describeError(e(403, 'insufficient_scope'), trans).title, 'Not allowed');

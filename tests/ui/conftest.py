@@ -175,6 +175,22 @@ def shot(page, artifacts: Path, name: str) -> None:
     set_theme(page, True)
 
 
+MODEL_SECTIONS = ("processes", "files", "aliases", "upstreams", "pulls")
+
+
+def section(page, name: str):
+    """One section of the panel's Models view."""
+    return page.locator(f".bodhi-Section[data-section={name}]")
+
+
+def only_open(page, *names: str) -> None:
+    """Open the named sections of the Models view and close the others, so that a
+    screenshot shows what it is about."""
+    for s in MODEL_SECTIONS:
+        toggle = section(page, s).locator(".bodhi-SectionToggle")
+        if (toggle.get_attribute("aria-expanded") == "true") != (s in names):
+            toggle.click()
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

@@ -182,3 +182,20 @@ def test_a_plain_user_is_offered_no_admin_token_and_expiry_and_models_apply(page
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="fake-b", messages=[{"role": "user", "content": "hi"}])
     shot(page, artifacts, "tokens-limited")
+
+
+def test_a_plain_user_may_load_models_but_not_change_aliases_upstreams_or_pulls(page, lab,
+                                                                                 artifacts):
+    page.locator(".bodhi-Tab", has_text="Models").click()
+    files = page.locator(".bodhi-Section[data-section=files]")
+    files.locator(".bodhi-File[data-model=fake-a]").wait_for()
+    # write: load and unload (one fake engine is loaded by now, the other is not)
+    loaded = {p["model"] for p in lab.api("bodhi/app/processes")["data"]}
+    assert len(loaded) == 1
+    assert files.locator(".bodhi-File .bodhi-Load").count() == 1
+    page.locator(".bodhi-Process .bodhi-Unload").first.wait_for()
+    # admin only: new aliases, upstreams, pulls
+    for admin_only in (".bodhi-NewAlias", ".bodhi-AliasFromFile", ".bodhi-NewUpstream",
+                       ".bodhi-PullForm"):
+        assert page.locator(admin_only).count() == 0, admin_only
+    shot(page, artifacts, "models-plain-user")
