@@ -13,6 +13,7 @@ export interface IModelInfo {
   id: string;
   source: string;
   request_defaults: Record<string, any>;
+  capabilities?: string[] | null;
 }
 
 export interface IProcessInfo {

@@ -6,7 +6,7 @@
  */
 import { ApiError, BodhiClient, IConversation, IConversationSummary, IMessage, IModelInfo, IProcessInfo, IUser, describeError } from './api';
 import { TextSource } from './markdown';
-import { regenerateModel } from './text';
+import { canChat, regenerateModel } from './text';
 import { choose, switchBranch, thread, IThreadItem } from './tree';
 
 export type Phase = 'loading' | 'prompt' | 'generating';
@@ -74,7 +74,7 @@ export class ChatController {
   async refreshModels(): Promise<void> {
     try {
       const [models, procs] = await Promise.all([this.api.models(), this.api.processes()]);
-      this.models = models.data;
+      this.models = models.data.filter(canChat); // the Models view lists them all
       this.processes = procs.data;
       this.modelsLoaded = true;
       if (!this.user) {

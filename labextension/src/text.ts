@@ -108,3 +108,9 @@ export function regenerateModel(
 export function shortDate(iso: string): string {
   return new Date(iso).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'short' });
 }
+
+/** Whether the chat may offer a model: one that can chat, or whose capabilities are unknown
+ * (remote models and routers; their server decides). Embedding-only models cannot chat. */
+export function canChat(model: { capabilities?: string[] | null }): boolean {
+  return !model.capabilities || model.capabilities.includes('chat');
+}

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 
-import { describeError, firstLine, grantableScopes, logEnd, regenerateModel, snippet, trimTraceback } from '../src/text';
+import { canChat, describeError, firstLine, grantableScopes, logEnd, regenerateModel, snippet, trimTraceback } from '../src/text';
 
 const ESC = String.fromCharCode(27);
 
@@ -68,4 +68,11 @@ test('regenerate keeps the model that wrote the reply unless the person picked a
   assert.equal(regenerateModel('gone', null, 'b', all), 'b');
   assert.equal(regenerateModel(null, null, 'a', all), 'a');
   assert.equal(regenerateModel('a', 'gone', 'b', all), 'a');
+});
+
+test('the chat offers models that chat, or whose capabilities are unknown', () => {
+  assert.equal(canChat({ capabilities: ['chat', 'completion'] }), true);
+  assert.equal(canChat({ capabilities: ['embedding'] }), false);
+  assert.equal(canChat({ capabilities: null }), true);
+  assert.equal(canChat({}), true);
 });

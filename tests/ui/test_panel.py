@@ -70,6 +70,8 @@ def test_first_start_shows_the_panel_and_a_reply_streams_as_markdown(page, lab, 
     picker.select_option(DEMO_MODEL_ID)
     # the name stands alone in the picker; source and state are badges of their own
     assert picker.locator("option", has_text=DEMO_MODEL_ID).inner_text() == DEMO_MODEL_ID
+    # the embedding model is installed (the Models view lists it) but cannot chat
+    assert "all-minilm-l6-v2" not in picker.locator("option").all_inner_texts()
     assert page.locator(".bodhi-ModelInfo .bodhi-Source").inner_text() == "package"
     assert page.locator(".bodhi-ModelInfo .bodhi-State").inner_text() == "not loaded"
     # JupyterLab's own controls, not bare browser ones
