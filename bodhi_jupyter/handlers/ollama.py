@@ -13,14 +13,12 @@ from tornado import web
 
 from .. import __version__
 from .. import ollama
-from ..engine.process import EngineFailed, EngineState
-from ..engine.upstream import UpstreamError
-from ..errors import BodhiAPIError, as_http
+from ..engine.process import EngineState
+from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..jsonbody import parse_json_object
 from ..models.pulls import classify
 from ..models.registry import ModelNotFound, ResolvedModel
-from ..usage import CLIENT_GONE
 from .base import BodhiHandler, domain_errors_as_http, requires
 from .openai import InferenceHandler, _StreamAborted, check_model_allowed
 
@@ -148,22 +146,12 @@ class OllamaInference(OllamaMixin, InferenceHandler):
             data = translator.feed(piece)
             return send(data) if data else None
 
-        try:
-            await resp.relay(sink)
+        def finished():
             if not translator.done:
                 send(translator.finish())
-            self._status = 200
-            self._tokens = translator.counts
-        except UpstreamError:
-            self._status = CLIENT_GONE
-        except EngineFailed as e:
-            self._status = 502
-            if not connection.stream.closed():
-                await self.send_event_bytes(self.error_event(as_http(e)))
-            raise _StreamAborted() from None
-        finally:
-            if not self._finished and not connection.stream.closed():
-                self._finish_raw()
+            return translator.counts
+
+        await self._relay_through(resp, sink, finished)
 
 
 class ChatHandler(OllamaInference):

@@ -289,10 +289,17 @@ class InferenceHandler(OpenAIHandler):
                 resp.close()  # the client has gone: hanging up stops generation
             return sent
 
+        await self._relay_through(resp, sink, lambda: self.stream_counts(head, tail))
+
+    async def _relay_through(self, resp: UpstreamResponse, sink, finished) -> None:
+        """Relay the engine's stream through ``sink``; ``finished()`` ends it and gives the
+        token counts. The outcomes are the same for every stream format: the client left
+        (499), or the engine failed mid-stream (an error event, 502)."""
+        connection = self.request.connection
         try:
             await resp.relay(sink)
             self._status = 200
-            self._tokens = self.stream_counts(head, tail)
+            self._tokens = finished()
         except UpstreamError:  # only our own hang-up when the client left
             self._status = CLIENT_GONE
         except EngineFailed as e:
