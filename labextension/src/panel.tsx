@@ -10,7 +10,6 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { TranslationBundle } from '@jupyterlab/translation';
 import {
   addIcon,
-  Button,
   caretLeftIcon,
   caretRightIcon,
   copyIcon,
@@ -31,6 +30,7 @@ import * as React from 'react';
 import { BodhiClient, IConversationSummary, IMessage } from './api';
 import { ChatController } from './chat';
 import { ICodeActions, Markdown } from './markdown';
+import { TextButton } from './models/common';
 import { ModelsView } from './models/view';
 import { TokensView } from './tokens';
 
@@ -223,27 +223,6 @@ function Tool(props: {
       enabled={props.enabled ?? true}
       onClick={props.onClick}
     />
-  );
-}
-
-/** A text button styled like a dialog's (accept: the main action; reject: the other). */
-function TextButton(props: {
-  kind?: 'accept' | 'reject' | 'warn';
-  className?: string;
-  disabled?: boolean;
-  type?: 'button' | 'submit';
-  onClick?: () => void;
-  children: React.ReactNode;
-}): JSX.Element {
-  return (
-    <Button
-      type={props.type ?? 'button'}
-      className={`jp-mod-styled jp-mod-${props.kind ?? 'reject'} bodhi-Button ${props.className ?? ''}`}
-      disabled={props.disabled}
-      onClick={props.onClick}
-    >
-      {props.children}
-    </Button>
   );
 }
 

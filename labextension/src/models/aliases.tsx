@@ -4,12 +4,11 @@
  * only); llama-server flags are chosen from the server's allow list, each with its help,
  * and a flag the server refuses is marked with the server's message.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { addIcon, closeIcon, deleteIcon, downloadIcon, editIcon, fileUploadIcon, HTMLSelect, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { ApiError, IPage } from '../api';
-import { Badge, ErrorLine, Field, ISectionProps, TextButton, Tool, errorText, may } from './common';
+import { Badge, ErrorLine, Field, ISectionProps, TextButton, Tool, confirmed, errorText, may } from './common';
 import { EngineState, LoadButton, fileModels, useLoader } from './files';
 import { IFlagRow, flagArgs, flagRows, typedValue } from './format';
 import { IAlias, IAliasOptions, IFlagOption, IModelFile } from './types';
@@ -126,12 +125,7 @@ export function AliasesBody(props: ISectionProps & { draftModel: string | null; 
   }, [editing]);
 
   const remove = async (a: IAlias) => {
-    const r = await showDialog({
-      title: trans.__('Delete alias'),
-      body: trans.__('Delete the alias "%1"? Requests naming it will fail. The model file stays.', a.name),
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
-    });
-    if (!r.button.accept) {
+    if (!(await confirmed(trans.__('Delete alias'), trans.__('Delete the alias "%1"? Requests naming it will fail. The model file stays.', a.name), trans.__('Delete')))) {
       return;
     }
     setError(null);

@@ -3,6 +3,7 @@
  * Running panel and extension manager group their lists), icon and text buttons, an error
  * line, and what a section needs from the view (client, person, models, engines).
  */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Button, caretDownIcon, caretRightIcon, LabIcon, ToolbarButtonComponent } from '@jupyterlab/ui-components';
 import * as React from 'react';
@@ -69,6 +70,7 @@ export function Tool(props: {
   );
 }
 
+/** A text button styled like a dialog's (accept: the main action; reject: the other). */
 export function TextButton(props: {
   kind?: 'accept' | 'reject' | 'warn';
   className?: string;
@@ -147,4 +149,14 @@ export function Field(props: { label: string; hint?: string; children: React.Rea
       {props.hint && <small className="bodhi-Hint">{props.hint}</small>}
     </label>
   );
+}
+
+/** Ask before a destructive action; true when the person confirmed it. */
+export async function confirmed(title: string, body: string, action: string): Promise<boolean> {
+  const r = await showDialog({
+    title,
+    body,
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: action })]
+  });
+  return r.button.accept;
 }

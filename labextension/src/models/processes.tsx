@@ -3,12 +3,11 @@
  * flight and owner; unload it, or read the end of its log. Loading starts from a model's
  * row in Files or Aliases (its Load button), so there is one way to do it.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { closeIcon, fileIcon, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { shortDate } from '../text';
-import { Badge, ErrorLine, ISectionProps, Tool, errorText, may } from './common';
+import { Badge, ErrorLine, ISectionProps, Tool, confirmed, errorText, may } from './common';
 import { formatBytes } from './format';
 import { IProcess } from './types';
 
@@ -76,12 +75,8 @@ function ProcessRow(props: ISectionProps & { process: IProcess; onError: (e: str
   };
   const unload = async () => {
     if (p.in_flight > 0) {
-      const r = await showDialog({
-        title: trans.__('Unload %1', p.model),
-        body: trans.__('%1 request(s) are still being answered by this engine; unloading cuts them off.', p.in_flight),
-        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Unload') })]
-      });
-      if (!r.button.accept) {
+      const cut = trans.__('%1 request(s) are still being answered by this engine; unloading cuts them off.', p.in_flight);
+      if (!(await confirmed(trans.__('Unload %1', p.model), cut, trans.__('Unload')))) {
         return;
       }
     }

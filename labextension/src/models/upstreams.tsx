@@ -3,12 +3,11 @@
  * a prefix. Register (the API key is write-only: the list only says whether one is set),
  * edit, delete, and ask one for its models, which is also the connection check.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { addIcon, deleteIcon, editIcon, listIcon, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IPage } from '../api';
-import { Badge, ErrorLine, Field, ISectionProps, TextButton, Tool, errorText, may } from './common';
+import { Badge, ErrorLine, Field, ISectionProps, TextButton, Tool, confirmed, errorText, may } from './common';
 import { IUpstream } from './types';
 
 export function UpstreamsBody(props: ISectionProps & { reloadKey: number; newKey: number }): JSX.Element {
@@ -34,12 +33,7 @@ export function UpstreamsBody(props: ISectionProps & { reloadKey: number; newKey
   React.useEffect(() => void load(), [props.reloadKey]);
 
   const remove = async (u: IUpstream) => {
-    const r = await showDialog({
-      title: trans.__('Delete upstream'),
-      body: trans.__('Delete "%1"? Its models leave the model list, with its stored API key.', u.name),
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
-    });
-    if (!r.button.accept) {
+    if (!(await confirmed(trans.__('Delete upstream'), trans.__('Delete "%1"? Its models leave the model list, with its stored API key.', u.name), trans.__('Delete')))) {
       return;
     }
     setError(null);
