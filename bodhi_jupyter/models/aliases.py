@@ -261,6 +261,12 @@ def _pairs(args: list[str]) -> list[str]:
     return out
 
 
+#: BodhiApp's older alias files give ``context_params`` as llama.cpp's context fields; those
+#: with a flag on the allow list (or a typed option) are kept, the rest (n_keep ...) dropped
+_OLD_CONTEXT = {"n_ctx": "--ctx-size", "n_parallel": "--parallel", "n_threads": "--threads",
+                "n_predict": "--n-predict", "n_seed": "--seed"}
+
+
 def from_bodhiapp(item) -> dict:
     """One BodhiApp alias entry as our request body (400 when it cannot map)."""
     if not isinstance(item, dict):
@@ -282,9 +288,14 @@ def from_bodhiapp(item) -> dict:
         if k in _REQUEST_KEYS:
             request.setdefault(k, v)
     server = dict(extra.get("server") or {})
-    if "extra_args" not in server and item.get("context_params"):
+    if isinstance(item.get("chat_template"), str) and "chat_template" not in server:
+        server["chat_template"] = item["chat_template"]  # a built-in template's name
+    context = item.get("context_params")
+    if isinstance(context, dict):  # the older shape: llama.cpp's context fields
+        context = [f"{_OLD_CONTEXT[k]} {v}" for k, v in context.items() if k in _OLD_CONTEXT]
+    if "extra_args" not in server and context:
         args = []
-        for p in item["context_params"]:
+        for p in context:
             args += str(p).replace("=", " ", 1).split(None, 1)
         typed = {"--ctx-size": "ctx_size", "-c": "ctx_size", "--parallel": "parallel",
                  "-np": "parallel", "--n-gpu-layers": "gpu_layers", "-ngl": "gpu_layers"}

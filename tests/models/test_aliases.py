@@ -182,6 +182,19 @@ async def test_import_maps_bodhiapp_entries_and_skips_bad_ones(store):
     assert phi["request"] == {"temperature": 0.7}
 
 
+def test_from_bodhiapp_reads_the_older_shape():
+    """Older BodhiApp alias files: context fields as a mapping, a built-in template name."""
+    body = from_bodhiapp({
+        "alias": "qwen:chat", "family": "qwen", "repo": "someone/Qwen-GGUF",
+        "filename": "qwen.Q5_K_M.gguf", "features": ["chat"], "chat_template": "chatml",
+        "snapshot": "0" * 40, "context_params": {"n_ctx": 2048, "n_keep": 24, "n_threads": 2},
+        "request_params": {"stop": ["<|im_end|>"]}})
+    assert body == {"name": "qwen:chat", "model": "someone/Qwen-GGUF:Q5_K_M",
+                    "request": {"stop": ["<|im_end|>"]},
+                    "server": {"chat_template": "chatml", "ctx_size": 2048,
+                               "extra_args": ["--threads", "2"]}}
+
+
 def test_from_bodhiapp_needs_a_model():
     with pytest.raises(BodhiAPIError):
         from_bodhiapp({"alias": "x"})
