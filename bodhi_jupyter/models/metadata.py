@@ -10,7 +10,9 @@ so no lower-level piece of it helps). This reader walks the same bytes with
 tensor infos that follow the keys (names, shapes, types; no tensor data): about 20 ms
 for the demo model on that machine (best of 5; the earlier hand-written key reader took
 100 ms). The ``gguf`` package supplies what the format means: value types
-(``GGUFValueType``), key names (``Keys``), file types (``LlamaFileType``).
+(``GGUFValueType``), key names (``Keys``), file types (``LlamaFileType``), all from its
+``constants`` module, loaded on its own: ``import gguf`` runs the package's ``__init__``,
+which imports numpy and the reader and writer — 25 MiB more in the Jupyter server.
 Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
 """
 
@@ -25,7 +27,23 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
+
+def _gguf_constants():
+    """``gguf.constants`` (standard library only) without ``gguf/__init__`` and its numpy."""
+    import importlib.util
+    import sys
+
+    if "gguf" in sys.modules:  # loaded anyway (a conversion, a test): share it
+        return sys.modules["gguf"]
+    spec = importlib.util.find_spec("gguf")  # finds the package without running it
+    path = Path(list(spec.submodule_search_locations)[0]) / "constants.py"
+    module_spec = importlib.util.spec_from_file_location("bodhi_jupyter._gguf_constants", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+gguf = _gguf_constants()
 
 _V = gguf.GGUFValueType
 _SCALARS = {_V.UINT8: "<B", _V.INT8: "<b", _V.UINT16: "<H", _V.INT16: "<h",

@@ -164,3 +164,23 @@ def test_unknown_is_all_nulls():
 
     assert set(UNKNOWN_FIELDS) == set(ModelMetadata().fields())
     assert all(v is None for v in UNKNOWN_FIELDS.values())
+
+
+def test_reading_metadata_and_scanning_leave_numpy_out_of_the_server(converted_models_dir):
+    """The Jupyter server imports the reader and scans at every start; numpy (25 MiB) loads
+    only for a conversion, once per install."""
+    import subprocess
+    import sys
+
+    from bodhi_jupyter.models.discovery import ModelDiscovery
+
+    ModelDiscovery(converted_dir=str(converted_models_dir)).scan()  # converted once here
+    code = ("import sys\n"
+            "from bodhi_jupyter.models.discovery import ModelDiscovery\n"
+            f"files = ModelDiscovery(converted_dir={str(converted_models_dir)!r}).scan()\n"
+            "assert {'smollm2-135m-instruct', 'all-minilm-l6-v2'} <= set(files), files\n"
+            "assert all(f.metadata is not None for f in files.values())\n"
+            "print('numpy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
