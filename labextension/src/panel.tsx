@@ -17,12 +17,10 @@ import {
   editIcon,
   HTMLSelect,
   jsonIcon,
-  LabIcon,
   markdownIcon,
   refreshIcon,
   settingsIcon,
-  stopIcon,
-  ToolbarButtonComponent
+  stopIcon
 } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 import * as React from 'react';
@@ -30,7 +28,7 @@ import * as React from 'react';
 import { BodhiClient, IConversationSummary, IMessage } from './api';
 import { ChatController } from './chat';
 import { ICodeActions, Markdown } from './markdown';
-import { TextButton } from './models/common';
+import { TextButton, Tool } from './models/common';
 import { ModelsView } from './models/view';
 import { TokensView } from './tokens';
 
@@ -203,27 +201,6 @@ interface IViewProps {
   controller: ChatController;
   rendermime: IRenderMimeRegistry;
   trans: TranslationBundle;
-}
-
-/** An icon button as in JupyterLab's own toolbars (the file browser's, a notebook's). */
-function Tool(props: {
-  icon: LabIcon;
-  tooltip: string;
-  label?: string;
-  className?: string;
-  enabled?: boolean;
-  onClick: () => void;
-}): JSX.Element {
-  return (
-    <ToolbarButtonComponent
-      icon={props.icon}
-      tooltip={props.tooltip}
-      label={props.label}
-      className={props.className}
-      enabled={props.enabled ?? true}
-      onClick={props.onClick}
-    />
-  );
 }
 
 function ChatApp(props: IViewProps): JSX.Element {

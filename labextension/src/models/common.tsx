@@ -50,6 +50,7 @@ export function ErrorLine(props: { error: string | null; className?: string }): 
   ) : null;
 }
 
+/** An icon button as in JupyterLab's own toolbars (the file browser's, a notebook's). */
 export function Tool(props: {
   icon: LabIcon;
   tooltip: string;
