@@ -73,13 +73,7 @@ class OllamaInference(OllamaMixin, InferenceHandler):
             await self.bodhi.context_guard.check(request)
         self._t, self._name = t, body["model"]
         self._timing = ollama.Timing(started)
-        try:
-            await self._serve(request)
-        except BodhiAPIError as e:
-            self._status = e.status
-            raise
-        finally:
-            self._record(request, started)
+        await self._serve_counted(request, started)
 
     async def _serve(self, request: PreparedRequest) -> None:
         if self._t.unload:

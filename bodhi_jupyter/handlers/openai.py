@@ -177,6 +177,10 @@ class InferenceHandler(OpenAIHandler):
         check_model_allowed(self.principal, request.model.id)
         await self.bodhi.context_guard.check(request)  # hopeless prompts never reach it
         # from here on every outcome is counted; rejected requests above write nothing
+        await self._serve_counted(request, started)
+
+    async def _serve_counted(self, request: PreparedRequest, started: float) -> None:
+        """Serve, and record usage and metrics whatever the outcome."""
         try:
             await self._serve(request)
         except BodhiAPIError as e:
