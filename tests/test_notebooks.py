@@ -1,7 +1,10 @@
-"""Every example notebook runs top to bottom against a live server with the extension."""
+"""Every example notebook runs top to bottom against a live server with the extension and
+the real engine, and its outputs say what the notebook promises (not just that it ran)."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 
 import nbformat
@@ -13,20 +16,48 @@ from .live_server import jupyter  # noqa: F401  (fixture)
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
+def _text(output) -> str:
+    """A stream's text as printed (chunks without newlines stay on their line); a value's repr
+    on a line of its own."""
+    if output.get("output_type") == "stream":
+        return output["text"]
+    return str(output.get("data", {}).get("text/plain", "")) + "\n"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, jupyter, monkeypatch, tmp_path):
-    _proc, _base, _log, env = jupyter("server")
-    # the kernel finds the server through Jupyter's runtime files, as it would in JupyterLab
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", env["JUPYTER_RUNTIME_DIR"])
-    for name in ("BODHI_BASE_URL", "BODHI_API_KEY", "JUPYTERHUB_API_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = "\n".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
-                        for cell in nb.cells if cell.cell_type == "code"
-                        for o in cell.get("outputs", []))
+    with contextlib.ExitStack() as stack:
+        _proc, _base, _log, env = jupyter("server")
+        # the kernel finds the server through Jupyter's runtime files, as it would in JupyterLab
+        monkeypatch.setenv("JUPYTER_RUNTIME_DIR", env["JUPYTER_RUNTIME_DIR"])
+        for name in ("BODHI_BASE_URL", "BODHI_API_KEY", "JUPYTERHUB_API_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+            "commit notebooks with their outputs cleared"
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbformat.write(nb, tmp_path / path.name)  # the executed copy, to look at when this fails
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = "".join(_text(o) for cell in code for o in cell.get("outputs", []))
+
+    def out(marker: str) -> str:
+        """The output of the first code cell whose source contains ``marker``."""
+        cell = next(c for c in code if marker in c.source)
+        return "".join(_text(o) for o in cell.get("outputs", []))
+
     if path.stem == "quickstart":
-        assert "smollm2-135m-instruct" in outputs
-        assert "Paris" in outputs
-        assert "dimensions; similar" in outputs
+        listed = out("llm.models.list()").split()
+        assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= set(listed), outputs
+        assert "Paris" in out("capital of France"), outputs
+        streamed = out("stream=True")
+        assert int(re.search(r"\((\d+) chunks\)", streamed).group(1)) > 1, outputs
+        assert "4 vectors of 384 dimensions" in out("embeddings.create(model=EMBEDDER, input=doc")
+        # each question ranks its related sentence first, clearly above the runner-up
+        ranked = re.findall(r"^(\S.*\?)\n  (\S+)  (.*)\n  (\S+)  (.*)$", out("def search"), re.M)
+        assert [(q, first) for q, _s1, first, _s2, _ in ranked] == [
+            ("Which city is the capital of France?",
+             "Paris is the capital and largest city of France."),
+            ("Where did the kitten nap?", "The cat slept all afternoon on the warm windowsill."),
+        ], outputs
+        assert all(float(s1) > float(s2) + 0.1 for _q, s1, _, s2, _ in ranked), outputs
