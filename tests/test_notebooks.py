@@ -4,6 +4,7 @@ the real engine, and its outputs say what the notebook promises (not just that i
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from pathlib import Path
 
@@ -61,3 +62,13 @@ def test_notebook_runs(path, jupyter, monkeypatch, tmp_path):
             ("Where did the kitten nap?", "The cat slept all afternoon on the warm windowsill."),
         ], outputs
         assert all(float(s1) > float(s2) + 0.1 for _q, s1, _, s2, _ in ranked), outputs
+    elif path.stem == "structured-output":
+        for marker in ("raw = reply", "completions.parse"):
+            shown = out(marker)
+            assert re.search(r"^Capital\(country='[^']*', capital='[^']*', continent='"
+                             r"(Africa|Americas|Asia|Europe|Oceania)'\)$", shown, re.M), outputs
+        # the raw reply is JSON with exactly the schema's fields, whatever the model chose
+        raw = json.loads(out("raw = reply").split("\nCapital(")[0])
+        assert set(raw) == {"country", "capital", "continent"}, raw
+        assert all(isinstance(v, str) and len(v) <= 40 for v in raw.values()), raw
+        assert " is the capital of " in out("completions.parse"), outputs
