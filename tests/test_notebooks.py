@@ -72,3 +72,12 @@ def test_notebook_runs(path, jupyter, monkeypatch, tmp_path):
         assert set(raw) == {"country", "capital", "continent"}, raw
         assert all(isinstance(v, str) and len(v) <= 40 for v in raw.values()), raw
         assert " is the capital of " in out("completions.parse"), outputs
+    elif path.stem == "langchain":
+        assert out("chat.invoke(").strip(), outputs
+        assert "Paris" in out("chat.invoke("), outputs
+        assert int(re.search(r"\((\d+) chunks\)", out("chat.stream(")).group(1)) > 1, outputs
+        hits = re.findall(r"^(\S+)  (.*)$", out("similarity_search_with_score"), re.M)
+        assert hits[0][1] == "The coffee machine is on the third floor, next to the library.", \
+            outputs
+        assert float(hits[0][0]) > float(hits[1][0]), outputs
+        assert out("prompt | chat").strip(), outputs
