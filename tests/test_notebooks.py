@@ -12,9 +12,15 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from .conftest import demo_model_path
+from .hf_hub_stand_in import HubStandIn
 from .live_server import jupyter  # noqa: F401  (fixture)
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+# pull-a-model pulls this; the stand-in hub serves the demo model's file under that name
+PULL_REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
+PULL_FILE = "SmolLM2-135M-Instruct-Q4_K_M.gguf"
 
 
 def _text(output) -> str:
@@ -28,6 +34,10 @@ def _text(output) -> str:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, jupyter, monkeypatch, tmp_path):
     with contextlib.ExitStack() as stack:
+        if path.stem == "pull-a-model":
+            hub = stack.enter_context(HubStandIn())
+            hub.add(PULL_REPO, PULL_FILE, path=demo_model_path())
+            monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the server started below inherits it
         _proc, _base, _log, env = jupyter("server")
         # the kernel finds the server through Jupyter's runtime files, as it would in JupyterLab
         monkeypatch.setenv("JUPYTER_RUNTIME_DIR", env["JUPYTER_RUNTIME_DIR"])
@@ -81,3 +91,18 @@ def test_notebook_runs(path, jupyter, monkeypatch, tmp_path):
             outputs
         assert float(hits[0][0]) > float(hits[1][0]), outputs
         assert out("prompt | chat").strip(), outputs
+    elif path.stem == "pull-a-model":
+        model_id = f"{PULL_REPO}:Q4_K_M"
+        pull_cell = next(c for c in code if "bodhi_jupyter.pull(" in c.source)
+        assert f'REPO = "{PULL_REPO}"' in pull_cell.source
+        assert f'FILE = "{PULL_FILE}"' in pull_cell.source
+        assert model_id in out("bodhi_jupyter.pull(").splitlines(), outputs
+        assert hub.repos[PULL_REPO].files[PULL_FILE].served == demo_model_path().stat().st_size
+        # the progress bar (tqdm's widget, its last state kept by nbclient) reached the end
+        states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        bars = [s["state"] for s in states.values() if s["model_name"] == "FloatProgressModel"]
+        assert [(b["value"], b["bar_style"]) for b in bars] == \
+            [(demo_model_path().stat().st_size, "success")], bars
+        assert out("llm.models.list()").split()[:3] == [model_id, "hf-cache", "llama"], outputs
+        assert "chat" in out("llm.models.list()"), outputs
+        assert "Paris" in out("llm.chat.completions.create("), outputs
