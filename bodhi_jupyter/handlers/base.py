@@ -257,7 +257,8 @@ class BodhiHandler(APIHandler):
         self._principal = Principal(
             name=info.owner, role=role, auth_method="bodhi_token",
             scope=narrower(info.scope, ROLE_SCOPE[role]),  # never above the owner's role now
-            token_id=info.id, token_name=info.name, models=info.models, groups=info.groups)
+            token_id=info.id, token_name=info.name, models=info.models, groups=info.groups,
+            notebook=info.notebook)
         return User(username=info.owner, name=info.owner)
 
     #: set when the caller's Jupyter token was verified moments ago (auth/verified_tokens.py)
