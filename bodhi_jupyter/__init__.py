@@ -17,9 +17,9 @@ _KERNEL_CLIENT = ("client", "async_client", "ServerNotFound")
 
 def __getattr__(name: str):
     if name in _KERNEL_CLIENT:
-        from .kernel import client as _client
+        import importlib
 
-        return getattr(_client, name)
+        return getattr(importlib.import_module(".kernel.client", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
