@@ -126,6 +126,13 @@ async def test_kernel_credential_end_to_end(jupyter, tmp_path):
         line = " ".join(p.info["cmdline"] or [])
         assert not any(k in line for k in keys), p
 
+    # a restart reuses the launch environment: same key, still valid
+    channels.close()
+    assert status_with(base, TOKEN, "POST", f"api/kernels/{kernel_a}/restart") == 200
+    channels, env_again = await kernel_env(base, kernel_a)
+    assert env_again == env
+    assert status_with(base, key, "GET", "bodhi/app/user") == 200
+
     # deleting the session (the kernel shuts down) revokes its key at once
     channels.close()
     assert status_with(base, TOKEN, "DELETE", f"api/sessions/{session_a}") == 204

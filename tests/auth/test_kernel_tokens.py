@@ -101,7 +101,7 @@ async def test_env_defaults_to_the_server_environment_and_path(store, tmp_path, 
     assert store.authenticate(env[API_KEY_VAR]).name == "kernel: dir"
 
 
-async def test_restart_keeps_the_token_and_rename_follows_the_notebook(store, tmp_path):
+async def test_rename_keeps_the_credential_and_renames_the_token(store, tmp_path):
     km = StandInKernelManager()
     creds = credentials(store, tmp_path)
     creds.install(km)
