@@ -122,8 +122,10 @@ class KernelCredentials:
         if self._closed or (kernel_id is not None and self.kernel_manager is not None
                             and kernel_id in self.kernel_manager):
             return await ensure_async(original(*args, **kwargs))  # no new kernel
-        env = dict(kwargs.get("env") or os.environ)
-        minted = await self._mint(self.notebook_of(env, kwargs.get("path")))
+        given = kwargs.get("env")
+        env = dict(given or os.environ)
+        # the session's JPY_SESSION_NAME, not one the server itself inherited
+        minted = await self._mint(self.notebook_of(given or {}, kwargs.get("path")))
         if minted is None:  # no credential, but never a kernel that fails to start for it
             return await ensure_async(original(*args, **kwargs))
         token, token_id, base_url = minted

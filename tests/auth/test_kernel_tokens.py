@@ -92,6 +92,7 @@ async def test_kernel_gets_its_own_inference_token_named_after_the_notebook(stor
 
 async def test_env_defaults_to_the_server_environment_and_path(store, tmp_path, monkeypatch):
     monkeypatch.setenv("SOMETHING_OF_THE_SERVER", "1")
+    monkeypatch.setenv("JPY_SESSION_NAME", "the-notebook-that-started-this-server.ipynb")
     km = StandInKernelManager()
     creds = credentials(store, tmp_path)
     creds.install(km)
