@@ -11,6 +11,18 @@ def pull(repo: str, filename: str, revision: str | None = None, **kwargs) -> str
     return _pull(repo, filename, revision, **kwargs)
 
 
+#: notebook helpers, imported on first use: this module is also the server extension's
+_KERNEL_CLIENT = ("client", "async_client", "ServerNotFound")
+
+
+def __getattr__(name: str):
+    if name in _KERNEL_CLIENT:
+        import importlib
+
+        return getattr(importlib.import_module(".kernel.client", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _jupyter_server_extension_points():
     from .app import BodhiApp
 

@@ -16,11 +16,12 @@ import threading
 import time
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Int, List, Unicode
+from traitlets import Bool, Int, List, Unicode
 from traitlets.config import Config
 
 from . import __version__
 from .auth.identity import server_owner
+from .auth.kernel_tokens import KernelCredentials, local_api_url
 from .auth.limits import RateLimiter
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
@@ -79,6 +80,14 @@ class BodhiApp(ExtensionApp):
         "its prompt; text that long cannot fit any local model's context anyway.",
     ).tag(config=True)
 
+    kernel_credentials = Bool(
+        True,
+        help="Start every kernel with BODHI_BASE_URL (this server's own local address) and "
+        "BODHI_API_KEY (a bodhi token for inference only, named after the notebook and "
+        "revoked when the kernel shuts down) in its environment, so that "
+        "bodhi_jupyter.client() needs no configuration. False: kernels get neither.",
+    ).tag(config=True)
+
     def initialize_settings(self):
         self.started_at = time.time()
         self.database = Database(parent=self, log=self.log)
@@ -101,6 +110,10 @@ class BodhiApp(ExtensionApp):
         self.pulls = PullManager(self.database, self.registry, parent=self, log=self.log)
         self.metrics = BodhiMetrics(self.supervisor)
         self.runtime_settings = self._runtime_settings()
+        self.kernel_credentials_manager = KernelCredentials(
+            self.tokens, owner=lambda: self.roles.owner or server_owner(), ready=self.ready,
+            base_url=lambda: local_api_url(self.serverapp),
+            root_dir=getattr(self.serverapp, "root_dir", None), log=self.log)
         self._tasks = BackgroundTasks(self.log)
         self._opening: concurrent.futures.Future | None = None
         self._open_lock = threading.Lock()
@@ -141,6 +154,7 @@ class BodhiApp(ExtensionApp):
         self.runtime_settings.apply_stored()
         self.conversations.cut_off_streaming(server_owner())  # replies the last run left
         self.pulls.mark_interrupted()  # pulls the last run left: failed, resumable
+        self.kernel_credentials_manager.purge_stale()  # kernel tokens a killed run left
         self.log.info("bodhi: %d model(s) available; engine command %s",
                       len(self.registry.list_models()), " ".join(self.launcher.binary()))
 
@@ -183,6 +197,8 @@ class BodhiApp(ExtensionApp):
         # opens it at once), so that the import of SQLAlchemy does not compete for the GIL
         # with the server's first requests
         asyncio.get_running_loop().call_later(OPEN_STORAGE_AFTER_S, self.open_storage)
+        if self.kernel_credentials:
+            self.kernel_credentials_manager.install(serverapp.kernel_manager)
         for name in self.preload:
             self._tasks.spawn(self._preload(name), f"preload {name}")
 
@@ -198,6 +214,8 @@ class BodhiApp(ExtensionApp):
     async def stop_extension(self):
         self.log.info("bodhi: stopping %d engine(s)", len(self.supervisor.engines))
         await self._tasks.cancel_all()
+        # before the server shuts its kernels down; no token was minted if storage never opened
+        await self.kernel_credentials_manager.stop(revoke=self._ready)
         await self.pulls.shutdown()
         await self.supervisor.shutdown()
         self.upstreams.close()

@@ -40,6 +40,7 @@ class UsageEntry:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    notebook: str | None = None  # the notebook whose kernel token made the request
 
 
 #: a client that hung up before the reply ended (nginx's "client closed request"): recorded,
@@ -235,7 +236,7 @@ def _row(entry: UsageEntry) -> dict:
 
 
 # -- reading ---------------------------------------------------------------------------------
-GROUPS = ("model", "token", "day", "user")
+GROUPS = ("model", "token", "day", "user", "notebook")
 
 
 def parse_group_by(raw: str | None) -> list[str]:
@@ -290,7 +291,8 @@ class UsageQuery:
 
         from .store.orm import ApiToken, UsageRecord
         columns = {"model": UsageRecord.model, "token": UsageRecord.token_id,
-                   "day": self._day(), "user": UsageRecord.user}
+                   "day": self._day(), "user": UsageRecord.user,
+                   "notebook": UsageRecord.notebook}
         keys = [columns[g].label(g if g != "token" else "token_id") for g in group_by]
         where = []
         if users is not None:

@@ -147,3 +147,46 @@ def test_engine_started_in_alice_server_is_owned_by_alice(hub):
     assert r.status_code == 200, r.text
     owners = {(p["owner"], p["model"]) for p in r.json()["data"]}
     assert ("alice", ALIAS) in owners, owners
+
+
+async def test_a_kernel_in_alice_server_reaches_her_server_and_counts_as_her_notebook(hub):
+    from .kernel_exec import KernelChannels, start_session
+
+    base, token = f"{hub.url}/user/alice/", hub.tokens["alice"]
+    r = httpx.put(base + "api/contents/hub-notes.ipynb", timeout=30,
+                  headers={"Authorization": f"token {token}"},
+                  json={"type": "notebook", "content": {
+                      "nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}})
+    assert r.status_code in (200, 201), r.text
+    session_id, kernel_id = start_session(base, token, "hub-notes.ipynb")
+    channels = await KernelChannels.connect(base, token, kernel_id)  # through the proxy
+    try:
+        out = (await channels.execute(f"""
+import os, bodhi_jupyter
+llm = bodhi_jupyter.client(max_retries=0, timeout=60)
+print(llm.base_url)
+print(os.environ["BODHI_API_KEY"])
+print(llm.chat.completions.create(**{CHAT!r}).choices[0].message.content)
+""")).check().stdout.split()
+    finally:
+        channels.close()
+    url, key, reply = out[0], out[1], " ".join(out[2:])
+    # her server's own local address, not the hub's proxy
+    assert url.startswith("http://127.0.0.1:") and url.rstrip("/").endswith(
+        "/user/alice/bodhi/v1"), url
+    assert hub.url.rsplit(":", 1)[1] not in url.split("/")[2]
+    assert reply.startswith("fake reply"), reply
+
+    r = on_alice(hub, "GET", "app/user", key)
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["auth_method"], r.json()["scope"]) == (
+        "alice", "bodhi_token", "write")
+    r = on_alice(hub, "GET", "app/usage", "alice", params={"group_by": "user,notebook"})
+    assert r.status_code == 200, r.text
+    assert {"user": "alice", "notebook": "hub-notes.ipynb", "requests": 1} in [
+        {k: row[k] for k in ("user", "notebook", "requests")} for row in r.json()["data"]]
+
+    r = httpx.delete(base + f"api/sessions/{session_id}", timeout=30,
+                     headers={"Authorization": f"token {token}"})
+    assert r.status_code == 204, r.text
+    assert on_alice(hub, "GET", "app/user", key).status_code == 401

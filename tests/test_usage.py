@@ -123,6 +123,25 @@ def entry(**kw) -> UsageEntry:
     return UsageEntry(**{**base, **kw})
 
 
+async def test_aggregation_by_notebook(database):
+    recorder = UsageRecorder(database)
+    recorder.record(entry(notebook="work/a.ipynb", completion_tokens=5))
+    recorder.record(entry(notebook="work/a.ipynb", model="m2"))
+    recorder.record(entry(notebook="b.ipynb", user="bob"))
+    recorder.record(entry())  # not from a kernel's credential
+    await recorder.flush()
+    recorder.close()
+    q = UsageQuery(database)
+    rows, total = q.aggregate(["notebook"], users=["ann"])
+    assert total == 2
+    assert [(r["notebook"], r["requests"], r["completion_tokens"]) for r in rows] == [
+        (None, 1, 4), ("work/a.ipynb", 2, 9)]
+    rows, _ = q.aggregate(["user", "notebook"])
+    assert [(r["user"], r["notebook"]) for r in rows] == [
+        ("ann", None), ("ann", "work/a.ipynb"), ("bob", "b.ipynb")]
+    assert parse_group_by("notebook,model") == ["notebook", "model"]
+
+
 def count_rows(db: Database) -> int:
     with db.session() as s:
         return s.scalar(select(func.count()).select_from(UsageRecord))

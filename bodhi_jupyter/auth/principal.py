@@ -17,6 +17,7 @@ class Principal:
     token_name: str | None = None
     models: tuple[str, ...] | None = None  # a token restricted to these models
     groups: tuple[str, ...] = ()  # JupyterHub groups, for group roles
+    notebook: str | None = None  # a kernel token's notebook (usage by notebook)
 
     @property
     def is_token(self) -> bool:

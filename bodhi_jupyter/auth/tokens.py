@@ -56,13 +56,16 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None
+    kernel_id: str | None = None  # a kernel's own credential (auth/kernel_tokens.py)
+    notebook: str | None = None  # ... and the notebook that kernel runs
 
     @classmethod
     def of(cls, row: ApiToken) -> "TokenInfo":
         return cls(row.id, row.owner, row.name, row.prefix, row.scope,
                    tuple(row.models) if row.models is not None else None,
                    tuple(row.groups or ()), row.status,
-                   _utc(row.created_at), _utc(row.last_used_at), _utc(row.expires_at))
+                   _utc(row.created_at), _utc(row.last_used_at), _utc(row.expires_at),
+                   row.kernel_id, row.notebook)
 
     @property
     def expired(self) -> bool:
@@ -83,11 +86,13 @@ class TokenStore:
         self.database = database
         self._cache: dict[str, tuple[TokenInfo, float]] = {}  # hash -> (info, cached at)
         self._last_used_written: dict[str, float] = {}
+        self._refused: set[str] = set()  # hashes being revoked: refused before the delete ends
 
     # -- minting and managing --------------------------------------------------------------
     def create(self, owner: str, name: str, scope: str, expires_in: int | None = None,
                models: list[str] | None = None,
-               groups: list[str] | tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+               groups: list[str] | tuple[str, ...] = (), kernel_server: str | None = None,
+               notebook: str | None = None) -> tuple[str, TokenInfo]:
         """Returns the token itself (shown once) and its stored description."""
         from ..store.orm import ApiToken
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -96,7 +101,8 @@ class TokenStore:
         row = ApiToken(id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
                        hashed=hash_token(token), scope=scope, models=models,
                        groups=list(groups) or None, status="active",
-                       created_at=datetime.now(timezone.utc), expires_at=expires_at)
+                       created_at=datetime.now(timezone.utc), expires_at=expires_at,
+                       kernel_server=kernel_server, notebook=notebook)
         with self.database.session() as s, s.begin():
             s.add(row)
         return token, TokenInfo.of(row)
@@ -145,10 +151,45 @@ class TokenStore:
     def _forget(self, hashed: str) -> None:
         self._cache.pop(hashed, None)
 
+    # -- kernel credentials ----------------------------------------------------------------
+    def set_kernel(self, token_id: str, kernel_id: str | None = None,
+                   notebook: str | None = None, name: str | None = None) -> None:
+        """Remember which kernel holds a kernel token (and a renamed notebook)."""
+        from ..store.orm import ApiToken
+        with self.database.session() as s, s.begin():
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                return
+            if kernel_id is not None:
+                row.kernel_id = kernel_id
+            if notebook is not None:
+                row.notebook = notebook
+            if name is not None:
+                row.name = name
+            self._forget(row.hashed)
+
+    def kernel_tokens(self, kernel_server_like: str) -> list[tuple[str, str, str | None]]:
+        """(token id, kernel server, kernel id) of the kernel tokens whose server matches
+        the SQL LIKE pattern."""
+        from sqlalchemy import select
+
+        from ..store.orm import ApiToken
+        with self.database.session() as s:
+            return [tuple(r) for r in s.execute(
+                select(ApiToken.id, ApiToken.kernel_server, ApiToken.kernel_id)
+                .where(ApiToken.kernel_server.like(kernel_server_like)))]
+
+    def refuse(self, hashed: str) -> None:
+        """Refuse a token (by its hash) from now on, before its deletion has finished."""
+        self._refused.add(hashed)
+        self._forget(hashed)
+
     # -- checking --------------------------------------------------------------------------
     def authenticate(self, token: str) -> TokenInfo:
         """The token's description, or a 401 naming why it is refused."""
         hashed = hash_token(token)
+        if hashed in self._refused:
+            raise BodhiAPIError(401, "Invalid API token", code="token_invalid")
         now = time.monotonic()
         cached = self._cache.get(hashed)
         if cached is not None and now - cached[1] < _CACHE_SECONDS:

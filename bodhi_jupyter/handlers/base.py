@@ -257,8 +257,17 @@ class BodhiHandler(APIHandler):
         self._principal = Principal(
             name=info.owner, role=role, auth_method="bodhi_token",
             scope=narrower(info.scope, ROLE_SCOPE[role]),  # never above the owner's role now
-            token_id=info.id, token_name=info.name, models=info.models, groups=info.groups)
+            token_id=info.id, token_name=info.name, models=info.models, groups=info.groups,
+            notebook=info.notebook)
         return User(username=info.owner, name=info.owner)
+
+    def check_xsrf_cookie(self) -> None:
+        """A bodhi token travels in a header a browser never adds by itself: no XSRF check.
+        (JupyterHub replaces jupyter_server's check with one that knows only hub tokens, so
+        the server's own ``token_authenticated`` shortcut is not enough there.)"""
+        if self.bodhi_token() is not None:
+            return None
+        return super().check_xsrf_cookie()
 
     #: set when the caller's Jupyter token was verified moments ago (auth/verified_tokens.py)
     jupyter_token_reused = False

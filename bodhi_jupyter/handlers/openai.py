@@ -194,7 +194,8 @@ class InferenceHandler(OpenAIHandler):
         entry = UsageEntry(user=p.name, token_id=p.token_id, model=request.model.id,
                            endpoint=self.endpoint, stream=request.stream, status=self._status,
                            duration_ms=(time.perf_counter() - started) * 1000,
-                           prompt_tokens=self._tokens[0], completion_tokens=self._tokens[1])
+                           prompt_tokens=self._tokens[0], completion_tokens=self._tokens[1],
+                           notebook=p.notebook)
         self.bodhi.usage.record(entry)  # queued; written in batches off the event loop
         self.bodhi.metrics.observe(entry)
 

@@ -1,5 +1,5 @@
 """Helpers for notebook code: an openai client already pointed at this Jupyter server."""
 
-from .client import async_client, client, connection
+from .client import ServerNotFound, async_client, client, connection
 
-__all__ = ["async_client", "client", "connection"]
+__all__ = ["ServerNotFound", "async_client", "client", "connection"]

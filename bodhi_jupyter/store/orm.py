@@ -58,6 +58,11 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: a kernel's own credential (auth/kernel_tokens.py): the kernel it was handed to, the
+    #: server that started it (to revoke what a stopped server left) and the notebook
+    kernel_id: Mapped[str | None] = mapped_column(String(64))
+    kernel_server: Mapped[str | None] = mapped_column(String(255), index=True)
+    notebook: Mapped[str | None] = mapped_column(String(1024))
 
 
 class Setting(Base):
@@ -88,6 +93,8 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     duration_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     status: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: the notebook whose kernel made the request (its kernel token's), else None
+    notebook: Mapped[str | None] = mapped_column(String(1024))
 
 
 class Conversation(Base):
