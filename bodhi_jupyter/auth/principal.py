@@ -18,6 +18,7 @@ class Principal:
     models: tuple[str, ...] | None = None  # a token restricted to these models
     groups: tuple[str, ...] = ()  # JupyterHub groups, for group roles
     notebook: str | None = None  # a kernel token's notebook (usage by notebook)
+    kernel: bool = False  # the credential the server handed to a kernel
 
     @property
     def is_token(self) -> bool:

@@ -58,6 +58,7 @@ class TokenInfo:
     expires_at: datetime | None
     kernel_id: str | None = None  # a kernel's own credential (auth/kernel_tokens.py)
     notebook: str | None = None  # ... and the notebook that kernel runs
+    kernel_server: str | None = None  # the server that handed it to a kernel
 
     @classmethod
     def of(cls, row: ApiToken) -> "TokenInfo":
@@ -65,7 +66,12 @@ class TokenInfo:
                    tuple(row.models) if row.models is not None else None,
                    tuple(row.groups or ()), row.status,
                    _utc(row.created_at), _utc(row.last_used_at), _utc(row.expires_at),
-                   row.kernel_id, row.notebook)
+                   row.kernel_id, row.notebook, row.kernel_server)
+
+    @property
+    def for_kernel(self) -> bool:
+        """A kernel's own credential (handed over by the server, not minted by a person)."""
+        return self.kernel_server is not None
 
     @property
     def expired(self) -> bool:

@@ -17,7 +17,7 @@ from tornado.iostream import StreamClosedError
 
 from ..auth.identity import owner_name
 from ..auth.principal import Principal
-from ..auth.scopes import ROLE_SCOPE, narrower
+from ..auth.scopes import ROLE_SCOPE, includes, narrower
 from ..auth.tokens import looks_like_token
 from ..errors import BodhiAPIError, as_http, error_type, invalid
 from ..request_id import bind_request_id, request_id_from
@@ -98,10 +98,12 @@ def domain_errors_as_http():
 
 
 
-def requires(scope: str, *, login_only: bool = False):
+def requires(scope: str, *, login_only: bool = False, from_notebook: bool = False):
     """Authorise a handler method: Jupyter's own authorizer for Jupyter logins and tokens
     (JupyterHub scopes apply there), then the bodhi scope the caller holds. ``login_only``
-    refuses bodhi API tokens (managing tokens needs a person, not a token)."""
+    refuses bodhi API tokens (managing tokens needs a person, not a token);
+    ``from_notebook`` lets a kernel's own credential do it when its owner's role may (a
+    pull started from a notebook: the kernel token itself only holds ``write``)."""
 
     def wrap(method):
         @wraps(method)
@@ -117,7 +119,8 @@ def requires(scope: str, *, login_only: bool = False):
                 if not allowed:
                     raise BodhiAPIError(403, f"Not authorized to {action} {AUTH_RESOURCE}",
                                         code="forbidden")
-            if not principal.can(scope):
+            if not (principal.can(scope) or (from_notebook and principal.kernel
+                                             and includes(ROLE_SCOPE[principal.role], scope))):
                 raise BodhiAPIError(403, f"This needs the '{scope}' scope; the caller has "
                                     f"'{principal.scope}'", code="insufficient_scope")
             return await method(self, *args, **kwargs)
@@ -258,7 +261,7 @@ class BodhiHandler(APIHandler):
             name=info.owner, role=role, auth_method="bodhi_token",
             scope=narrower(info.scope, ROLE_SCOPE[role]),  # never above the owner's role now
             token_id=info.id, token_name=info.name, models=info.models, groups=info.groups,
-            notebook=info.notebook)
+            notebook=info.notebook, kernel=info.for_kernel)
         return User(username=info.owner, name=info.owner)
 
     def check_xsrf_cookie(self) -> None:

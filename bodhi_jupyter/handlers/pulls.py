@@ -1,6 +1,7 @@
 """``bodhi/app/models/pulls``: download GGUF models from the Hugging Face hub. Anyone with
 ``read`` sees the pulls (they are the server's, not a person's); ``admin`` starts, cancels
-and retries them, since they fill the server's disk."""
+and retries them, since they fill the server's disk; so may a notebook's kernel credential
+of an admin (``bodhi_jupyter.pull()`` in a notebook of the server's owner)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class PullsHandler(BodhiHandler):
         self.finish(page.of([p.public() for p in self.bodhi.pulls.list()]))
 
     @web.authenticated
-    @requires("admin")
+    @requires("admin", from_notebook=True)
     async def post(self):
         repo, filename, revision = parse_pull_request(parse_json_object(self.request.body))
         pull, created = await self.bodhi.pulls.start(repo, filename, revision,
@@ -47,7 +48,7 @@ class PullHandler(BodhiHandler):
         self.finish(self.bodhi.pulls.get(pull_id).public())
 
     @web.authenticated
-    @requires("admin")
+    @requires("admin", from_notebook=True)
     async def delete(self, pull_id: str):
         await self.bodhi.pulls.cancel(pull_id)
         self.set_status(204)
@@ -56,7 +57,7 @@ class PullHandler(BodhiHandler):
 
 class PullRetryHandler(BodhiHandler):
     @web.authenticated
-    @requires("admin")
+    @requires("admin", from_notebook=True)
     async def post(self, pull_id: str):
         self.finish((await self.bodhi.pulls.retry(pull_id)).public())
 

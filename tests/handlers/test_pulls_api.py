@@ -173,6 +173,30 @@ def interrupted_db(database):
     return database
 
 
+async def test_a_notebook_of_an_admin_may_pull_other_tokens_may_not(http, bodhi_app, hub):
+    """bodhi_jupyter.pull() in a kernel the server started sends the kernel's credential
+    (scope write): pulls take it when its owner is an admin, never another user's."""
+    hub.add(REPO, FILE, tiny_gguf(1000))
+    kernel_key, _ = bodhi_app.tokens.create(server_owner(), "kernel: a.ipynb", "write",
+                                            kernel_server="local:test", notebook="a.ipynb")
+    users_key, _ = bodhi_app.tokens.create("someone-else", "kernel: b.ipynb", "write",
+                                           kernel_server="local:test", notebook="b.ipynb")
+    plain_key, _ = bodhi_app.tokens.create(server_owner(), "scripts", "write")
+    for key, allowed in ((users_key, False), (plain_key, False), (kernel_key, True)):
+        async with httpx.AsyncClient(base_url=str(http.base_url),
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            resp = await c.post("app/models/pulls", json={"repo": REPO, "filename": FILE})
+            if not allowed:
+                assert resp.status_code == 403
+                assert resp.json()["error"]["code"] == "insufficient_scope"
+                continue
+            assert resp.status_code == 201, resp.text
+            assert (await finished(http, resp.json()["id"]))["state"] == "done"
+            # the same credential still may not manage aliases (admin, not a notebook's)
+            alias = await c.post("app/aliases", json={"alias": "x", "model": MODEL_ID})
+            assert alias.status_code == 403
+
+
 @pytest.fixture
 def restart_config(bodhi_config, interrupted_db):
     bodhi_config["Database"] = {"url": interrupted_db.url}
