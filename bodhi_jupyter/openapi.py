@@ -225,7 +225,11 @@ SCHEMAS.update({
         "models": {"type": ["array", "null"], "items": {"type": "string"}},
         "status": {"enum": ["active", "inactive", "expired"]},
         "created_at": {"type": "string", "format": "date-time"},
-        "last_used_at": _TIME, "expires_at": _TIME}},
+        "last_used_at": _TIME, "expires_at": _TIME,
+        "kernel": {"type": "boolean", "description": "a notebook kernel's own credential, "
+                   "handed over by the server and deleted with the kernel"},
+        "notebook": {"type": ["string", "null"],
+                     "description": "the notebook of a kernel's credential"}}},
     "NewToken": {"allOf": [_ref("Token"), {"type": "object", "required": ["token"],
                                            "properties": {"token": {
                                                "type": "string", "pattern": "^bodhi_"}}}]},

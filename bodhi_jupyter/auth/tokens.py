@@ -84,7 +84,8 @@ class TokenInfo:
                 "models": list(self.models) if self.models is not None else None,
                 "status": "expired" if self.status == "active" and self.expired else self.status,
                 "created_at": iso(self.created_at), "last_used_at": iso(self.last_used_at),
-                "expires_at": iso(self.expires_at)}
+                "expires_at": iso(self.expires_at), "kernel": self.for_kernel,
+                "notebook": self.notebook}
 
 
 class TokenStore:

@@ -68,6 +68,9 @@ export interface IToken {
   created_at: string;
   last_used_at: string | null;
   expires_at: string | null;
+  /** a notebook kernel's own credential: the server hands it over and deletes it */
+  kernel?: boolean;
+  notebook?: string | null;
   token?: string;
 }
 

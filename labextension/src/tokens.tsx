@@ -82,6 +82,9 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
     }
   };
   const when = (s: string | null) => (s ? shortDate(s) : '—');
+  // kernels' own credentials come and go with the kernels: counted, not listed for managing
+  const mine = tokens.filter(t => !t.kernel);
+  const kernels = tokens.length - mine.length;
 
   return (
     <div className="bodhi-Tokens">
@@ -158,8 +161,8 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
       )}
       <div className="bodhi-SectionHead">{trans.__('Your API tokens')}</div>
       <div className="bodhi-TokenList">
-        {tokens.length === 0 && <div className="bodhi-Empty">{trans.__('No API tokens yet.')}</div>}
-        {tokens.map(t => (
+        {mine.length === 0 && <div className="bodhi-Empty">{trans.__('No API tokens yet.')}</div>}
+        {mine.map(t => (
           <div key={t.id} className={`bodhi-Token bodhi-mod-${t.status}`} data-token-id={t.id}>
             <div className="bodhi-Row">
               <strong>{t.name}</strong> <code>{t.prefix}…</code> <span className="bodhi-Badge">{t.scope}</span>
@@ -180,6 +183,15 @@ export function TokensView(props: { api: BodhiClient; trans: TranslationBundle; 
           </div>
         ))}
       </div>
+      {kernels > 0 && (
+        <div className="bodhi-ListMeta bodhi-KernelTokens">
+          {trans._n(
+            '%1 running notebook kernel holds its own inference credential (deleted with the kernel).',
+            '%1 running notebook kernels hold their own inference credentials (deleted with each kernel).',
+            kernels
+          )}
+        </div>
+      )}
     </div>
   );
 }

@@ -74,7 +74,9 @@ def test_only_the_hash_is_stored(store):
         assert row.hashed == hashlib.sha256(token.encode()).hexdigest()
         assert token[len(info.prefix):] not in str(vars(row))
     assert set(info.public()) == {"id", "name", "prefix", "scope", "models", "status",
-                                  "created_at", "last_used_at", "expires_at"}
+                                  "created_at", "last_used_at", "expires_at", "kernel",
+                                  "notebook"}
+    assert info.public()["kernel"] is False and info.public()["notebook"] is None
 
 
 def test_new_token_request():
