@@ -12,6 +12,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+def error_line(exc: Exception) -> str:
+    """One line for an openai error: status, code and the server's message."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = body.get("message") or exc.message
+        code = f" {exc.code}" if getattr(exc, "code", None) else ""
+        return f"{exc.status_code}{code}: {message}"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot reach the server at {exc.request.url}: {exc}"
+    return str(exc)
+
+
 @dataclass
 class Reply:
     text: str

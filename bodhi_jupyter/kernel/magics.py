@@ -22,7 +22,7 @@ from IPython.display import display
 from IPython.utils.process import arg_split
 
 from .client import ServerNotFound, client, connection
-from .conversation import Conversation
+from .conversation import Conversation, error_line
 from .models import ModelTable, NoChatModel, default_chat_model, list_models
 
 _NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
@@ -66,18 +66,6 @@ def interpolate(text: str, namespace: dict) -> str:
         return str(value)
 
     return _FIELD.sub(value_of, text)
-
-
-def api_error_line(exc: Exception) -> str:
-    """One line for an openai error: status, code and the server's message."""
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        message = body.get("message") or exc.message
-        code = f" {exc.code}" if getattr(exc, "code", None) else ""
-        return f"{exc.status_code}{code}: {message}"
-    if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the server at {exc.request.url}: {exc}"
-    return str(exc)
 
 
 class LiveMarkdown:
@@ -153,7 +141,7 @@ class BodhiMagics(Magics):
         except NoChatModel as e:
             raise BodhiError(str(e)) from None
         except openai.OpenAIError as e:
-            raise BodhiError(api_error_line(e)) from None
+            raise BodhiError(error_line(e)) from None
         live = LiveMarkdown(f"*{conv.model} …*", self.update_interval)
         try:
             reply = conv.stream(llm, prompt, on_text=live.update,
@@ -165,7 +153,7 @@ class BodhiMagics(Magics):
         except openai.OpenAIError as e:
             live.finish()
             conv.model = previous  # a bad -m does not stick
-            raise BodhiError(api_error_line(e)) from None
+            raise BodhiError(error_line(e)) from None
         live.finish(STOPPED if reply.stopped else "")
 
     @line_magic
@@ -174,7 +162,7 @@ class BodhiMagics(Magics):
         try:
             return ModelTable(list_models(self.llm()))
         except openai.OpenAIError as e:
-            raise BodhiError(api_error_line(e)) from None
+            raise BodhiError(error_line(e)) from None
 
 
 def load_ipython_extension(ipython) -> None:

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from bodhi_jupyter.kernel.magics import CURSOR, STOPPED, BodhiError, interpolate
+from bodhi_jupyter.kernel.models import ModelInfo, NoChatModel, default_chat_model
 
 from ..live_server import TOKEN, call, wait_until
 
@@ -45,6 +46,18 @@ def test_interpolation_of_an_unknown_name_is_an_error():
         interpolate("capital of {citty}?", {"city": "Paris"})
     with pytest.raises(UsageError, match="has no attribute 'nme'"):
         interpolate("{city.nme}", {"city": "Paris"})
+
+
+def test_the_default_model_is_the_first_chat_model_preferring_a_loaded_one():
+    embed = ModelInfo("embed", ["embedding"], [{"state": "ready", "embedding": True}])
+    cold = ModelInfo("cold", ["chat"])
+    warm = ModelInfo("warm", None, [{"state": "ready", "embedding": False}])
+    assert default_chat_model([embed, cold, warm]) == "warm"  # unknown capabilities: may chat
+    assert default_chat_model([embed, cold]) == "cold"
+    with pytest.raises(NoChatModel, match="bodhi_jupyter.pull"):
+        default_chat_model([embed])
+    assert warm.state == "loaded" and embed.state == "loaded (embedding)"
+    assert ModelInfo("x", ["chat"], [{"state": "starting", "embedding": False}]).state == "loading"
 
 
 # -- against the real engine -----------------------------------------------------------------
