@@ -142,15 +142,21 @@ class Chat(widgets.VBox):
                                 should_stop=self._stop.is_set,
                                 temperature=self.temperature, max_tokens=self.max_tokens)
             self.status.value = "Stopped" if reply.stopped else ""
+            if reply.stopped and not reply.text:
+                self._give_back(text)  # stopped before a word: as if never sent
         except Exception as e:  # shown in the status line: a thread has nobody to raise to
             self.error = e
             self.status.value = f"Error: {error_line(e)}"
-            if not self.input.value:
-                self.input.value = text  # to edit and send again
+            self._give_back(text)
         finally:
             self._pending = None
             self._render(force=True)
             self._set_busy(False)
+
+    def _give_back(self, text: str) -> None:
+        """A question that got no answer returns to the input, to edit and send again."""
+        if not self.input.value:
+            self.input.value = text
 
     def _on_text(self, text: str) -> None:
         if self._pending is not None:

@@ -88,12 +88,13 @@ def chat_models(models: list[ModelInfo]) -> list[ModelInfo]:
 
 
 def default_chat_model(models: list[ModelInfo]) -> str:
-    """The first chat-capable model, preferring one that is already loaded."""
+    """The first chat-capable model, preferring one that is already loaded, then one whose
+    file says it can chat over one the server could not read (which may be no model)."""
     chat = chat_models(models)
     if not chat:
         raise NoChatModel("the server lists no chat model; pull one with "
                           "bodhi_jupyter.pull(repo, filename)")
-    return next((m for m in chat if m.loaded), chat[0]).id
+    return min(chat, key=lambda m: (not m.loaded, m.capabilities is None)).id
 
 
 class ModelTable:

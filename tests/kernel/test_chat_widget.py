@@ -80,3 +80,13 @@ def test_an_error_shows_in_the_status_line_and_the_question_returns_to_the_input
     assert chat.wait(30)
     assert chat.status.value.startswith("Error: 404") and chat.history == []
     assert chat.input.value == "Hi" and markdown(chat) == []
+
+
+def test_stop_before_the_first_word_gives_the_question_back(live):
+    chat = bodhi_jupyter.Chat(max_tokens=50)
+    chat.input.value = "Hello there"
+    chat.send_button.click()
+    chat.stop()  # at once: the engine is still starting
+    assert chat.wait(60)
+    assert chat.status.value == "Stopped" and chat.history == []
+    assert chat.input.value == "Hello there" and markdown(chat) == []

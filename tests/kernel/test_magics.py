@@ -54,6 +54,9 @@ def test_the_default_model_is_the_first_chat_model_preferring_a_loaded_one():
     warm = ModelInfo("warm", None, [{"state": "ready", "embedding": False}])
     assert default_chat_model([embed, cold, warm]) == "warm"  # unknown capabilities: may chat
     assert default_chat_model([embed, cold]) == "cold"
+    unread = ModelInfo("unread", None)
+    assert default_chat_model([unread, embed, cold]) == "cold"  # known to chat first
+    assert default_chat_model([unread, embed]) == "unread"
     with pytest.raises(NoChatModel, match="bodhi_jupyter.pull"):
         default_chat_model([embed])
     assert warm.state == "loaded" and embed.state == "loaded (embedding)"
