@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import queue
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -28,6 +30,16 @@ def magics(shell):
 
 def markdown_of(outputs) -> list[str]:
     return [o.data["text/markdown"] for o in outputs]
+
+
+def test_importing_the_package_loads_neither_ipython_nor_widgets_until_asked():
+    code = ("import sys, bodhi_jupyter as b; heavy = ('IPython', 'ipywidgets', 'openai'); "
+            "print([m for m in heavy if m in sys.modules]); "
+            "print(b.Chat.__module__, 'ipywidgets' in sys.modules, "
+            "callable(b.load_ipython_extension))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "bodhi_jupyter.kernel.chat_widget True True"]
 
 
 # -- interpolation (no server) ---------------------------------------------------------------
