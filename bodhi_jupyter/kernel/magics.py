@@ -148,8 +148,9 @@ class BodhiMagics(Magics):
                                 temperature=args.temperature, max_tokens=args.max_tokens)
         except KeyboardInterrupt:
             live.finish(STOPPED)
-            raise GenerationStopped("stopped; the partial answer stays in the "
-                                    "conversation") from None
+            raise GenerationStopped("stopped; the partial answer stays in the conversation"
+                                    if live.text else "stopped before the answer began"
+                                    ) from None
         except openai.OpenAIError as e:
             live.finish()
             conv.model = previous  # a bad -m does not stick
