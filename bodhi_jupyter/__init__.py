@@ -11,15 +11,27 @@ def pull(repo: str, filename: str, revision: str | None = None, **kwargs) -> str
     return _pull(repo, filename, revision, **kwargs)
 
 
-#: notebook helpers, imported on first use: this module is also the server extension's
-_KERNEL_CLIENT = ("client", "async_client", "ServerNotFound")
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext bodhi_jupyter``: the ``%%bodhi`` and ``%bodhi_models`` magics."""
+    from .kernel.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+#: kernel-side names, imported on first use: this module is also the server extension's
+_LAZY = {
+    "client": ".kernel.client",
+    "async_client": ".kernel.client",
+    "ServerNotFound": ".kernel.client",
+    "Chat": ".kernel.chat_widget",
+}
 
 
 def __getattr__(name: str):
-    if name in _KERNEL_CLIENT:
+    if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(".kernel.client", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -106,3 +106,8 @@ def test_notebook_runs(path, jupyter, monkeypatch, tmp_path):
         assert out("llm.models.list()").split()[:3] == [model_id, "hf-cache", "llama"], outputs
         assert "chat" in out("llm.models.list()"), outputs
         assert "Paris" in out("llm.chat.completions.create("), outputs
+    elif path.stem == "magics-and-widgets":
+        assert "smollm2-135m-instruct" in outputs and "not loaded" in outputs  # %bodhi_models
+        assert "Paris" in outputs and "Rome" in outputs  # %%bodhi, twice, one conversation
+        assert "user: What is the capital of France?" in outputs  # Chat.history
+        assert "assistant: The capital of France is Paris" in outputs
