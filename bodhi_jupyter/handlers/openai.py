@@ -9,9 +9,9 @@ import time
 
 from tornado import web
 
+from .. import infill
 from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
-from .. import infill
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
 from ..models.capabilities import model_fields
