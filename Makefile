@@ -35,8 +35,14 @@ $(HUB_PROXY_DIR)/.installed: Makefile
 # line is only in the URL of a browser Jupyter opens itself, never with --no-browser.
 RUN_ARGS := --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/quickstart.ipynb
 
+# jupyter-config/run adds the alias smollm2-135m-complete: the demo model with an engine of
+# its own for ghost-text completion (the panel's default completionModel), so typing in a
+# cell never queues behind a chat
+RUN_CONFIG := $(abspath jupyter-config/run)
+
 run: setup
-	$(BIN)/jupyter lab $(RUN_ARGS) --no-browser --ServerApp.ip=127.0.0.1 \
+	JUPYTER_CONFIG_PATH="$(RUN_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  $(BIN)/jupyter lab $(RUN_ARGS) --no-browser --ServerApp.ip=127.0.0.1 \
 	  --ServerApp.port=$(PORT) --BodhiApp.preload=smollm2-135m-instruct $(ROOT_FLAG)
 
 # what `run` passes to choose the start page (the browser test starts its server with them)

@@ -131,7 +131,14 @@ class ContextGuard:
 
     async def check(self, request: PreparedRequest) -> None:
         """400 ``context_length_exceeded`` for a prompt that cannot fit one slot."""
-        if request.endpoint not in _WHAT:
+        endpoint = request.endpoint
+        if endpoint == "infill":
+            # /infill trims its input to fit; the prompt made of it for a model without FIM
+            # tokens is sent whole
+            if request.mode != "completion":
+                return
+            endpoint = "completions"
+        if endpoint not in _WHAT:
             return
         slot = slot_context(request.model, self.launcher_args())
         if slot is None:
@@ -139,9 +146,9 @@ class ContextGuard:
         vocab = await self.vocabulary(request.model.path)
         if vocab is None:
             return
-        least = least_tokens(request.endpoint, request.body, vocab)
+        least = least_tokens(endpoint, request.body, vocab)
         if least > slot:
-            what = _WHAT[request.endpoint]
+            what = _WHAT[endpoint]
             raise BodhiAPIError(
                 400, f"This model's maximum context length is {slot} tokens. However, your "
                 f"{what} resulted in at least {least} tokens. Please reduce the length of "

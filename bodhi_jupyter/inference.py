@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import infill
 from .errors import invalid
 from .jsonbody import parse_json_object
 from .models.capabilities import check_capable
@@ -27,6 +28,7 @@ ENDPOINTS = {
     "responses": "/v1/responses",
     "messages": "/v1/messages",
     "count_tokens": "/v1/messages/count_tokens",
+    "infill": "/infill",  # or /completion: see PreparedRequest.path
 }
 
 #: content parts that the engine can only take with a multimodal projector (mmproj)
@@ -56,10 +58,12 @@ class PreparedRequest:
     payload: bytes
     stream: bool
     body: dict = field(default_factory=dict, repr=False)  # what payload encodes
+    path: str = ""  # the engine path, where the endpoint has more than one (infill)
+    mode: str | None = None  # infill: "infill" or "completion" (no FIM tokens)
 
     @property
     def upstream_path(self) -> str:
-        return ENDPOINTS[self.endpoint]
+        return self.path or ENDPOINTS[self.endpoint]
 
     @property
     def embedding(self) -> bool:
@@ -119,6 +123,10 @@ class InferenceGateway:
     async def for_model(self, endpoint: str, body: dict, model: ResolvedModel
                         ) -> PreparedRequest:
         """The request as sent to one model: its checks, its defaults, its name."""
+        if model.remote is not None and endpoint == "infill":
+            raise invalid(f"The model '{model.id}' is served by the upstream "
+                          f"'{model.remote.upstream}', which has no infill endpoint: use a "
+                          "local model", param="model", code="model_not_infill_capable")
         if model.remote is not None:  # the upstream judges what it can take
             body = with_defaults(endpoint, body, model.request_defaults)
             body["model"] = model.remote.model  # the upstream's own name for it
@@ -136,8 +144,21 @@ class InferenceGateway:
             self._check_dimensions(model, meta, body["dimensions"])
         body = with_defaults(endpoint, body, model.request_defaults)
         body["model"] = model.id
+        if endpoint == "infill":
+            return self._infill(model, meta, body)
         return PreparedRequest(endpoint, model, json.dumps(body).encode(),
                                body.get("stream") is True, body)
+
+    @staticmethod
+    def _infill(model: ResolvedModel, meta: ModelMetadata | None,
+                body: dict) -> PreparedRequest:
+        body = infill.normalise(body)
+        prepared = PreparedRequest("infill", model, json.dumps(body).encode(),
+                                   body.get("stream") is True, body,
+                                   path=infill.PATHS[infill.INFILL], mode=infill.INFILL)
+        if infill.mode_for(meta) == infill.COMPLETION:
+            return infill.as_completion(prepared)
+        return prepared
 
     @staticmethod
     async def _metadata(model: ResolvedModel) -> ModelMetadata | None:

@@ -132,6 +132,14 @@ SCHEMAS.update({
         "stop_sequence": {"type": ["string", "null"]}, "usage": _INPUT_OUTPUT_USAGE}},
     "TokenCount": {"type": "object", "required": ["input_tokens"], "properties": {
         "input_tokens": {"type": "integer", "minimum": 0}}},
+    "Infill": {"type": "object", "required": ["content", "mode"], "properties": {
+        "content": {"type": "string", "description": "the text to insert at the cursor"},
+        "mode": {"enum": ["infill", "completion"], "description": "infill: the model's own "
+                 "fill-in-the-middle tokens; completion: the model has none, so a plain "
+                 "prompt (the extra chunks, then the prefix) was completed"},
+        "tokens_predicted": {"type": "integer"}, "tokens_evaluated": {"type": "integer"},
+        "stop": {"type": "boolean"}, "stop_type": {"type": "string"},
+        "timings": {"type": "object"}, "model": {"type": "string"}}},
 })
 
 _INFERENCE_ERRORS = {"400": ERROR, "404": ERROR, "502": ERROR, "503": ERROR}
@@ -150,6 +158,10 @@ _MESSAGES_STREAM = ("one server-sent event: `event: <type>` and `data: <JSON>` w
                     "content_block_stop, message_delta (`usage.output_tokens`, "
                     "`delta.stop_reason`), message_stop; `event: error` with an "
                     "AnthropicError when the engine fails mid-stream")
+
+_INFILL_STREAM = ("one server-sent event: `data: <JSON>` with `content` (the next piece) and "
+                  "`mode`; the last has `stop: true`, `tokens_predicted` and `timings`; "
+                  "`data: {\"error\": ...}` when the engine fails mid-stream (no [DONE])")
 
 PATHS: dict[str, dict] = {
     "/v1/models": {"get": _op("List models (aliases and discovered files)",
@@ -182,6 +194,12 @@ PATHS: dict[str, dict] = {
         "Anthropic token count of a Messages request (the model's own template)",
         {"200": _json(_ref("TokenCount"))}, body=_ref("CountTokensRequest"),
         tag="anthropic", errors=_ANTHROPIC_ERRORS)},
+    "/v1/infill": {"post": _op(
+        "Fill in the middle (llama-server's /infill): the text between input_prefix and "
+        "input_suffix, with input_extra chunks as context; a model without FIM tokens gets "
+        "a plain completion prompt (mode \"completion\"); streams with \"stream\": true",
+        {"200": _json(_ref("Infill")), **_INFERENCE_ERRORS},
+        body=_ref("InfillRequest"), stream=_INFILL_STREAM)},
     "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
                                  tag="meta")},
 }

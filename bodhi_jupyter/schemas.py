@@ -182,6 +182,20 @@ _ANTHROPIC_COMMON = {
                                    "name": _STR}},
 }
 
+# -- llama-server's /infill (fill in the middle, for ghost text in notebook cells) ----------
+#: the largest text of one infill field, in characters: far more than a slot's context, so
+#: it only stops a runaway client (the engine keeps the end of the prefix that fits)
+INFILL_MAX_CHARS = 262_144
+INFILL_MAX_EXTRA = 32  # neighbouring chunks (cells, files) of context
+_INFILL_TEXT = {"type": "string", "maxLength": INFILL_MAX_CHARS,
+                "description": f"a string of at most {INFILL_MAX_CHARS} characters"}
+_INFILL_CHUNK = {
+    "type": "object", "required": ["filename", "text"],
+    "description": 'an object {"filename": string, "text": string}',
+    "properties": {"filename": {"type": "string", "maxLength": 1024,
+                                "description": "a string of at most 1024 characters"},
+                   "text": _INFILL_TEXT}}
+
 REQUEST_SCHEMAS: dict[str, dict] = {
     "ChatCompletionRequest": {
         "type": "object", "required": ["model", "messages"],
@@ -240,6 +254,28 @@ REQUEST_SCHEMAS: dict[str, dict] = {
     "CountTokensRequest": {
         "type": "object", "required": ["model", "messages"],
         "properties": dict(_ANTHROPIC_COMMON)},
+    "InfillRequest": {
+        "type": "object", "required": ["model"],
+        "properties": {
+            "model": _MODEL,
+            "input_prefix": _INFILL_TEXT,
+            "input_suffix": _INFILL_TEXT,
+            "input_extra": {"type": "array", "maxItems": INFILL_MAX_EXTRA,
+                            "items": _INFILL_CHUNK,
+                            "description": f"an array of at most {INFILL_MAX_EXTRA} "
+                            '{"filename", "text"} objects'},
+            "prompt": _INFILL_TEXT,
+            "n_predict": _int(-1),
+            "max_tokens": _int(1),
+            "n_indent": _int(0),
+            "temperature": _num(0, 2),
+            "top_k": _int(0),
+            "top_p": _num(0, 1),
+            "min_p": _num(0, 1),
+            "stop": _STOP,
+            "seed": _SAMPLING["seed"],
+            "stream": _STREAM,
+        }},
 }
 
 #: which schema checks which endpoint
@@ -250,6 +286,7 @@ ENDPOINT_SCHEMAS = {
     "responses": "ResponseRequest",
     "messages": "MessageRequest",
     "count_tokens": "CountTokensRequest",
+    "infill": "InfillRequest",
 }
 
 @functools.cache

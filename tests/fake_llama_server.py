@@ -14,6 +14,10 @@ way llama-server shapes them:
     POST /v1/responses        OpenAI Responses API, plain or typed SSE events
     POST /v1/messages         Anthropic Messages API, plain or typed SSE events
     POST /v1/messages/count_tokens  {"input_tokens": N}
+    POST /infill              llama-server's fill-in-the-middle shape (content,
+                              tokens_predicted, timings; SSE without [DONE]); with
+                              --fake-no-fim the 501 of a model without FIM tokens
+    POST /completion          the same shape, for a plain prompt
     GET  /props, /slots       context size and slot count
     GET  /metrics             Prometheus text with --metrics, else 501
 
@@ -53,6 +57,8 @@ Process-level fault flags:
     --fake-status CODE       answer every POST with HTTP status CODE and the
                              error JSON of [status=CODE] (an engine that always fails)
     --fake-tls CERT KEY      serve https with this PEM certificate and key
+    --fake-no-fim            the model has no fill-in-the-middle tokens: /infill
+                             answers 501 as llama-server does
 
 A client that disconnects mid-stream is noticed at the next write: generation
 stops and "fake-llama-server: client disconnected" goes to stderr.
@@ -142,6 +148,7 @@ def parse_args(argv=None):
     p.add_argument("--fake-record", default=None, metavar="FILE")
     p.add_argument("--fake-status", type=int, default=None, metavar="CODE")
     p.add_argument("--fake-tls", nargs=2, default=None, metavar=("CERT", "KEY"))
+    p.add_argument("--fake-no-fim", action="store_true")
     args, unknown = p.parse_known_args(argv)
     return args, unknown
 
@@ -326,6 +333,7 @@ class Handler(BaseHTTPRequestHandler):
         ("POST", "/v1/responses"): "responses",
         ("POST", "/v1/messages"): "messages",
         ("POST", "/v1/messages/count_tokens"): "count_tokens",
+        ("POST", "/infill"): "infill", ("POST", "/completion"): "native_completion",
         ("GET", "/props"): "props", ("GET", "/slots"): "slots",
         ("GET", "/metrics"): "metrics",
     }
@@ -442,6 +450,70 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "\"prompt\" must be provided")
         text = prompt_text(body["prompt"])
         self.generate(body, text, count_tokens(text), chat=False)
+
+    def h_infill(self):
+        body = self.json_body()
+        if self.server.cfg.fake_no_fim:
+            raise RequestError(501, "Infill is not supported by this model: prefix token is "
+                                    "missing. suffix token is missing. middle token is "
+                                    "missing. ", "not_supported_error")
+        extra = body.get("input_extra") or []
+        if not isinstance(extra, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("text", ""), str) for c in extra):
+            raise RequestError(400, "\"input_extra\" must be an array of "
+                                    "{\"filename\": string, \"text\": string}")
+        texts = [body.get(k, "") for k in ("input_prefix", "input_suffix", "prompt")]
+        if not all(isinstance(t, str) for t in texts):
+            raise RequestError(400, "\"input_prefix\" must be a string")
+        text = " ".join(texts + [c.get("text", "") for c in extra])
+        self.native(body, text)
+
+    def h_native_completion(self):
+        body = self.json_body()
+        if not isinstance(body.get("prompt"), str):
+            raise RequestError(400, "\"prompt\" must be a string")
+        self.native(body, body["prompt"])
+
+    def native(self, body, text):
+        """/infill and /completion: llama-server's own reply shape, no OpenAI envelope."""
+        stream = bool(body.get("stream"))
+        d = self.apply_directives(text, stream)
+        if d is None:
+            return
+        n = body.get("n_predict")
+        n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 5
+        tokens = reply_tokens(d.get("chunks", n))
+        prompt_tokens = count_tokens(text)
+        srv = self.server
+        srv.stats.add(requests=1, prompt_tokens=prompt_tokens, predicted_tokens=len(tokens))
+        timings = {"cache_n": 0, "prompt_n": prompt_tokens, "predicted_n": len(tokens)}
+        last = {"index": 0, "content": "", "stop": True, "model": srv.model_id,
+                "tokens_predicted": len(tokens), "tokens_evaluated": prompt_tokens,
+                "stop_type": "limit", "timings": timings}
+        if not stream:
+            self.send_json(200, dict(last, content="".join(tokens)))
+            return
+
+        def event(obj):
+            payload = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+            return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+        self.log_request(200)
+        try:
+            self._raw_write(self._head(200, "text/event-stream", (
+                "Cache-Control: no-cache", "Transfer-Encoding: chunked")) + b"\r\n")
+            for i, tok in enumerate(tokens):
+                if "crash-after" in d and i >= d["crash-after"]:
+                    log(f"crash-after directive: exiting after {i} chunks")
+                    os._exit(1)
+                if d.get("delay"):
+                    time.sleep(d["delay"])
+                self._raw_write(event({"index": 0, "content": tok, "stop": False,
+                                       "tokens_predicted": i + 1}))
+            self._raw_write(event(last) + b"0\r\n\r\n")
+        except ClientGone:
+            log("client disconnected")
+            raise
 
     # -- generation ---------------------------------------------------------
 

@@ -67,7 +67,7 @@ def test_every_operation_survives_fuzzing(fuzz_server):
     for name in ("ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
                  "ResponseRequest", "MessageRequest", "CountTokensRequest",
                  "OllamaChatRequest", "OllamaGenerateRequest", "OllamaEmbedRequest",
-                 "OllamaEmbeddingsRequest", "OllamaShowRequest"):
+                 "OllamaEmbeddingsRequest", "OllamaShowRequest", "InfillRequest"):
         doc["components"]["schemas"][name]["properties"]["model"] = {
             "enum": ["fake", "fake", "fake", "no-such-model"]}
     doc["components"]["schemas"]["ProcessRequest"]["properties"]["model"] = {

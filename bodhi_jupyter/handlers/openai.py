@@ -9,6 +9,7 @@ import time
 
 from tornado import web
 
+from .. import infill
 from ..engine.process import EngineFailed
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError, as_http
@@ -246,8 +247,12 @@ class InferenceHandler(OpenAIHandler):
                                                request.embedding) as engine:
             await self._forward(engine, request)
 
+    async def _open(self, engine, request: PreparedRequest) -> UpstreamResponse:
+        """Send the request to the engine; the response's body is not read yet."""
+        return await engine.forward(request.upstream_path, request.payload)
+
     async def _forward(self, engine, request: PreparedRequest) -> None:
-        resp = await engine.forward(request.upstream_path, request.payload)
+        resp = await self._open(engine, request)
         self._upstream = resp
         try:
             if request.stream and resp.status == 200:
@@ -283,6 +288,9 @@ class InferenceHandler(OpenAIHandler):
         head: list[bytes] = []  # ... and, for Anthropic's, in the first
 
         def sink(piece: bytes):
+            piece = self.stream_piece(piece)
+            if not piece:
+                return None
             tail[0], tail[1], tail[2] = tail[1], tail[2], piece
             if head:
                 sent = connection.write(piece)
@@ -316,6 +324,10 @@ class InferenceHandler(OpenAIHandler):
             if not self._finished and not connection.stream.closed():
                 self._finish_raw()
 
+    def stream_piece(self, piece: bytes) -> bytes:
+        """What of an engine's stream piece goes to the client (all of it, here)."""
+        return piece
+
     def stream_counts(self, head: list[bytes], tail) -> tuple[int, int]:
         """(prompt, completion) tokens of a finished stream."""
         return counts_from_stream_tail(tail)
@@ -348,6 +360,42 @@ class ResponsesHandler(InferenceHandler):
     endpoint = "responses"
 
 
+class InfillHandler(InferenceHandler):
+    """llama-server's /infill, for ghost text in cells: answers say which ``mode`` served
+    them, and a model the engine finds without FIM tokens is asked again as a plain
+    completion prompt (:mod:`..infill`)."""
+
+    endpoint = "infill"
+
+    def initialize(self, **kwargs):
+        super().initialize(**kwargs)
+        self._mode = infill.INFILL
+        self._tagger: infill.ModeTagger | None = None
+
+    async def _open(self, engine, request: PreparedRequest) -> UpstreamResponse:
+        resp = await engine.forward(request.upstream_path, request.payload)
+        if request.mode == infill.INFILL and resp.status == 501:
+            try:
+                body = await resp.read()
+            finally:
+                resp.close()
+            if not infill.is_not_supported(resp.status, body):
+                raise upstream_error(resp, body, request.model.id, request.model.remote)
+            request = infill.as_completion(request)
+            await self.bodhi.context_guard.check(request)
+            resp = await engine.forward(request.upstream_path, request.payload)
+        self._mode = request.mode or infill.INFILL
+        self._tagger = infill.ModeTagger(self._mode)
+        self.set_header("X-Bodhi-Infill-Mode", self._mode)
+        return resp
+
+    def _answer(self, resp: UpstreamResponse, body: bytes) -> None:
+        super()._answer(resp, infill.with_mode(body, self._mode))
+
+    def stream_piece(self, piece: bytes) -> bytes:
+        return self._tagger(piece) if self._tagger is not None else piece
+
+
 class AnthropicHandler(InferenceHandler):
     """Anthropic's Messages API: its error shape, and its stream's token counts."""
 
@@ -378,4 +426,5 @@ default_handlers = [
     (r"bodhi/v1/responses", ResponsesHandler),
     (r"bodhi/v1/messages", MessagesHandler),
     (r"bodhi/v1/messages/count_tokens", CountTokensHandler),
+    (r"bodhi/v1/infill", InfillHandler),
 ]

@@ -69,7 +69,7 @@ def check_capable(endpoint: str, model: ResolvedModel, meta: ModelMetadata | Non
                 "'chat_template' (a llama.cpp template name such as 'chatml') or "
                 "'chat_template_file' (a Jinja template file)",
                 param="model", code="no_chat_template")
-    elif endpoint == "completions" and meta.embedding_only:
+    elif endpoint in ("completions", "infill") and meta.embedding_only:
         raise invalid(
             f"The model '{model.id}' is an embedding model ({meta.architecture}) and cannot "
             "generate text: send its input to /v1/embeddings instead",

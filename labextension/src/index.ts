@@ -17,6 +17,7 @@ import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Panel } from '@lumino/widgets';
 
+import { completionPlugin } from './completion';
 import type { IChatPanel, IPanelOptions } from './panel';
 
 /** What the shell needs to build the panel; the heavy services are looked up then. */
@@ -178,4 +179,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, completionPlugin];
