@@ -433,6 +433,26 @@ def test_fix_this_error_starts_a_chat_with_the_traceback(page, lab, artifacts):
     shot(page, artifacts, "fix-error")
 
 
+def test_kernels_credentials_are_counted_not_listed(page, lab, artifacts):
+    """Each running kernel holds its own token: the tokens view says how many, and does not
+    offer them for managing (they go with their kernels)."""
+    _open_notebook(page, lab, "credential.ipynb",
+                   ["import os\nprint(os.environ['BODHI_API_KEY'][:6], 'handed over')"])
+    page.locator(CELLS).first.click()
+    _run_active_cell(page, page.locator(f"{NOTEBOOK} .jp-OutputArea-output",
+                                        has_text="bodhi_ handed over"))
+    kernels = [t for t in lab.api("bodhi/app/tokens?page_size=200")["data"] if t["kernel"]]
+    assert any(t["notebook"] == "credential.ipynb" for t in kernels), kernels
+    open_tab(page, "Chat")
+    open_tab(page, "API tokens")  # the view reads the tokens when it opens
+    count = page.locator(".bodhi-KernelTokens")
+    count.wait_for()
+    assert count.inner_text().startswith(f"{len(kernels)} running notebook kernel")
+    names = page.locator(".bodhi-Token strong").all_inner_texts()
+    assert not any(n.startswith("kernel: ") for n in names), names
+    shot(page, artifacts, "tokens-kernels")
+
+
 def test_the_panel_follows_the_dark_theme(page, lab, artifacts):
     from .conftest import set_theme
 
