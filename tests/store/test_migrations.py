@@ -280,3 +280,54 @@ def _show(thing) -> str:
     if isinstance(thing, sa.DefaultClause):
         return f"server_default {getattr(thing.arg, 'text', thing.arg)!r}"
     return repr(thing)
+
+
+def test_a_sqlite_table_rebuild_keeps_the_rows_that_reference_it(tmp_path, monkeypatch):
+    """A batch migration rebuilds a SQLite table; rebuilding a parent must not delete its
+    children through ON DELETE CASCADE (foreign keys are off while migrating), and foreign
+    keys are enforced again afterwards."""
+    import shutil
+
+    from bodhi_jupyter.store import database as database_module
+
+    parents = sorted({fk.column.table.name for table in orm.Base.metadata.tables.values()
+                      for fk in table.foreign_keys if fk.ondelete == "CASCADE"})
+    assert parents, "no ON DELETE CASCADE left: this test has nothing to rebuild"
+    head = Database().head_revision()
+    migrations = tmp_path / "migrations"
+    shutil.copytree(database_module.migrations_dir(), migrations,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    rebuilds = "".join(
+        f"    with op.batch_alter_table({name!r}, recreate='always') as batch:\n"
+        f"        batch.add_column(sa.Column('rebuilt', sa.Integer()))\n" for name in parents)
+    (migrations / "versions" / "9999_rebuild_parents.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f"revision = '9999'\ndown_revision = {head!r}\n\n\ndef upgrade():\n{rebuilds}")
+
+    db = Database(url=f"sqlite:///{tmp_path / 'bodhi.sqlite'}")
+    try:
+        db.upgrade()  # to today's head, from the real migrations
+        written: dict[str, list[dict]] = {}
+        with db.engine.begin() as conn:
+            schema = reflect(conn)
+            fill(conn, schema, 0, True, written)
+            fill(conn, schema, 1, False, written)
+            before = read_all(conn, schema)
+
+        monkeypatch.setattr(database_module, "migrations_dir", lambda: migrations)
+        db.upgrade()
+
+        assert db.current_revision() == "9999"
+        with db.engine.connect() as conn:
+            after = read_all(conn, reflect(conn))
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+        for table, rows in before.items():
+            assert after[table].keys() == rows.keys(), f"{table}: rows lost"
+        child = next(t for t in schema.sorted_tables
+                     if any(fk.ondelete == "CASCADE" for fk in t.foreign_keys))
+        fk = next(fk for fk in child.foreign_keys if fk.ondelete == "CASCADE")
+        with db.engine.begin() as conn:  # enforced again: deleting a parent cascades
+            conn.execute(fk.column.table.delete())
+            assert conn.execute(sa.select(sa.func.count()).select_from(child)).scalar() == 0
+    finally:
+        db.dispose()
