@@ -187,6 +187,10 @@ def upgrade_to(db: Database, revision: str) -> None:
 
 @pytest.fixture
 def db(db_url):
+    """PostgreSQL sessions in a time zone that is not UTC: a timestamp column that lost its
+    time zone in a migration would then read back hours off."""
+    if db_url.startswith("postgresql"):
+        db_url += "?options=-c%20timezone%3DAsia/Kolkata"
     database = Database(url=db_url)
     database.connect()
     yield database
