@@ -123,9 +123,22 @@ class Database(LoggingConfigurable):
 
         backup = self._backup_sqlite()
         cfg = self._alembic_config()
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        sqlite = self.engine.dialect.name == "sqlite"
+        with self.engine.connect() as conn:
+            if sqlite:
+                # A batch migration rebuilds a SQLite table (copy, drop, rename); with foreign
+                # keys on, dropping a parent deletes its ON DELETE CASCADE children. The pragma
+                # does nothing inside a transaction, so it is set before one starts.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
         self.log.info("bodhi database upgraded %s -> %s (%s)", current, head, self.engine.url)
         return backup
 

@@ -9,6 +9,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
+    """The default of every timestamp column. Those columns are nullable in the migrated
+    schema (no migration made them NOT NULL) and say so here, so that the models match it
+    (tests/store/test_migrations.py); the ORM always fills them."""
     return datetime.now(timezone.utc)
 
 
@@ -33,9 +36,10 @@ class ModelAlias(Base):
     request_defaults: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     server_options: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     source: Mapped[str] = mapped_column(String(16), nullable=False, default="api")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+        DateTime(timezone=True), nullable=True, default=utcnow, onupdate=utcnow
     )
 
 
@@ -55,7 +59,8 @@ class ApiToken(Base):
     #: the owner's JupyterHub groups when the token was minted: group roles apply to tokens
     groups: Mapped[list | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: a kernel's own credential (auth/kernel_tokens.py): the kernel it was handed to, the
@@ -73,7 +78,8 @@ class Setting(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[object] = mapped_column(JSON, nullable=True)
     updated_by: Mapped[str | None] = mapped_column(String(255))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow,
                                                  onupdate=utcnow)
 
 
@@ -83,7 +89,8 @@ class UsageRecord(Base):
     __tablename__ = "usage_records"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow, index=True)
     user: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     token_id: Mapped[str | None] = mapped_column(String(32), index=True)
     model: Mapped[str] = mapped_column(String(1024), nullable=False)
@@ -110,8 +117,10 @@ class Conversation(Base):
     model: Mapped[str | None] = mapped_column(String(1024))
     #: per-conversation request parameters (system_prompt, temperature, ...); unset = alias default
     params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow,
                                                  index=True)
 
 
@@ -132,8 +141,10 @@ class ConversationMessage(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="complete")
     #: prompt/completion tokens, tokens per second, time to first token, error text
     stats: Mapped[dict | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
 
 
 class ModelPull(Base):
@@ -155,9 +166,11 @@ class ModelPull(Base):
     model_id: Mapped[str | None] = mapped_column(String(1024))
     error: Mapped[dict | None] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow,
                                                  index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
 class Upstream(Base):
     """A remote OpenAI-compatible server. The API key is stored Fernet-encrypted only; its
     key lives outside the database (models/upstreams.py)."""
@@ -171,6 +184,8 @@ class Upstream(Base):
     #: the models it serves as configured; None: asked from its GET /models
     models: Mapped[list | None] = mapped_column(JSON, nullable=True)
     prefix: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow,
                                                  onupdate=utcnow)
