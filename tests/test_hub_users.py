@@ -81,7 +81,7 @@ def hub(tmp_path_factory):
             f"--cull-every={CULL_EVERY}", "--concurrency=1"]}],
         # the hub's own poll of the proxy's routes would also count traffic as activity;
         # pushed out of the test's reach, only the servers' own reports feed last_activity
-        extra_config="c.JupyterHub.last_activity_interval = 3600\n",
+        config={"JupyterHub": {"last_activity_interval": 3600}},
     )
     try:
         for name in ("alice", "bob", "carol", "dave", "erin"):
