@@ -100,12 +100,13 @@ class AuditLog(BatchWriter):
 
     def record(self, action: str, *, actor: str, via: str, address: str | None,
                target: str | None = None, details: dict | None = None,
-               request_id: str | None = None) -> AuditEntry:
+               request_id: str | None = None, at: datetime | None = None) -> AuditEntry:
         """Queue one entry and log it as one JSON line; no I/O on the caller's thread
-        beyond the log handler's."""
+        beyond the log handler's. ``at`` defaults to now."""
         entry = AuditEntry(action=action, actor=actor, via=via, address=address,
                            target=None if target is None else scrub(target),
-                           details=scrub(dict(details or {})), request_id=request_id)
+                           details=scrub(dict(details or {})), request_id=request_id,
+                           at=at or datetime.now(timezone.utc))
         self.log.info("bodhi-audit %s", json.dumps(entry.to_json(), sort_keys=True,
                                                    default=str))
         self._put(entry)

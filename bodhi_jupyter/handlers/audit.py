@@ -7,8 +7,18 @@ import asyncio
 
 from tornado import web
 
+from ..errors import invalid
 from ..usage import parse_time
 from .base import BodhiHandler, requires
+
+
+def text_param(raw: str | None, name: str) -> str | None:
+    """A name to match exactly; 400 for one no stored name can be (PostgreSQL refuses NUL)."""
+    if not raw:
+        return None
+    if len(raw) > 255 or "\x00" in raw:
+        raise invalid(f"'{name}' must be at most 255 characters, without NUL", param=name)
+    return raw
 
 
 class AuditHandler(BodhiHandler):
@@ -21,8 +31,9 @@ class AuditHandler(BodhiHandler):
         audit = self.bodhi.audit
         await audit.flush()  # an admin sees the change they just made
         rows, total = await asyncio.to_thread(
-            audit.query, user=self.get_argument("user", None) or None,
-            action=self.get_argument("action", None) or None, since=since, until=until,
+            audit.query, user=text_param(self.get_argument("user", None), "user"),
+            action=text_param(self.get_argument("action", None), "action"),
+            since=since, until=until,
             offset=page.offset, limit=page.page_size)
         self.finish(page.body(rows, total))
 
