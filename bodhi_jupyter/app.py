@@ -20,6 +20,7 @@ from traitlets import Bool, Int, List, Unicode
 from traitlets.config import Config
 
 from . import __version__
+from .audit import AuditLog
 from .auth.identity import server_owner
 from .auth.kernel_tokens import KernelCredentials, local_api_url
 from .auth.limits import RateLimiter
@@ -33,6 +34,7 @@ from .engine.launcher import LlamaServerLauncher
 from .engine.supervisor import EngineSupervisor
 from .errors import BodhiAPIError
 from .handlers import app as app_api
+from .handlers import audit as audit_api
 from .handlers import conversations as conversations_api
 from .handlers import meta, openai, tokens
 from .handlers import models as models_api
@@ -106,6 +108,7 @@ class BodhiApp(ExtensionApp):
         self.verified_tokens = VerifiedTokens()
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
+        self.audit = AuditLog(self.database, log=self.log)
         self.conversations = ConversationStore(self.database)
         self.pulls = PullManager(self.database, self.registry, parent=self, log=self.log)
         self.metrics = BodhiMetrics(self.supervisor)
@@ -126,6 +129,7 @@ class BodhiApp(ExtensionApp):
         self.handlers.extend(meta.default_handlers)
         self.handlers.extend(tokens.default_handlers)
         self.handlers.extend(app_api.default_handlers)
+        self.handlers.extend(audit_api.default_handlers)
         self.handlers.extend(conversations_api.default_handlers + models_api.default_handlers)
         self.handlers.extend(pulls_api.default_handlers)
         self.handlers.extend(upstreams_api.default_handlers)
@@ -223,6 +227,7 @@ class BodhiApp(ExtensionApp):
         if self._opening is not None:  # let a start-up migration finish before closing
             await asyncio.wait([asyncio.wrap_future(self._opening)], timeout=30)
         await asyncio.to_thread(self.usage.close)
+        await asyncio.to_thread(self.audit.close)
         self.database.dispose()
 
 

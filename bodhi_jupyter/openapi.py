@@ -398,6 +398,7 @@ add_panel_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, query_param
 
 # -- the models work: pulls, metadata, upstreams, aliases, the Ollama API (own modules) ----
 from .openapi_aliases import add_alias_paths  # noqa: E402
+from .openapi_audit import add_audit_paths  # noqa: E402
 from .openapi_meta import add_model_metadata  # noqa: E402
 from .openapi_ollama import add_ollama_paths  # noqa: E402
 from .openapi_pulls import add_pull_paths  # noqa: E402
@@ -408,3 +409,4 @@ add_model_metadata(SCHEMAS)
 add_upstream_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
 add_alias_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, path_param, PAGE_PARAMS, page_of)
 add_ollama_paths(PATHS, SCHEMAS, _op, _json, _ref)
+add_audit_paths(PATHS, SCHEMAS, _op, _json, _ref, ERROR, query_param, PAGE_PARAMS, page_of)

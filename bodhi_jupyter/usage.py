@@ -1,20 +1,10 @@
-"""Usage records: one per inference request, written in batches off the event loop, and
-aggregated for ``GET bodhi/app/usage``.
-
-The request path only builds a small record and puts it on a queue; a single writer thread
-commits it within 20 ms, together with whatever queued up meanwhile. ``flush()`` waits until
-everything recorded before it is in the database.
-"""
+"""Usage records: one per inference request, written in batches off the event loop
+(``store/batches.py``), and aggregated for ``GET bodhi/app/usage``."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import queue
 import re
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +12,8 @@ from typing import TYPE_CHECKING
 
 
 from .errors import BodhiAPIError
+from .store.batches import BatchWriter
+
 if TYPE_CHECKING:  # SQLAlchemy loads when usage is first written or read
     from .store.database import Database
 
@@ -151,68 +143,17 @@ def counts_from_anthropic_stream(head: Iterable[bytes],
 
 
 # -- recording -------------------------------------------------------------------------------
-class UsageRecorder:
-    """Queues usage entries and writes them from one background thread.
+class UsageRecorder(BatchWriter):
+    """Queues usage entries and writes them from one background thread (see BatchWriter):
+    a finished request's record is committed within 20 ms."""
 
-    A finished request's record is committed within ``linger`` seconds (20 ms), so a
-    server killed right after a reply loses none. The writer waits that long after the first
-    entry for others to join it, and what queues up during a write goes in the next one: a
-    SQLite commit costs ~0.3-0.7 ms of CPU, which busy servers share among many requests.
-    """
-
-    def __init__(self, database: Database, log=None, linger: float = 0.02,
-                 max_batch: int = 500):
-        self.database = database
-        self.log = log
-        self.linger = linger
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="bodhi-usage-writer",
-                                        daemon=True)
-        self._thread.start()
+    thread_name = "bodhi-usage-writer"
 
     def record(self, entry: UsageEntry) -> None:
         """Cheap enough for the request path: no I/O here."""
-        if not self._closed:
-            self._queue.put(entry)
-
-    async def flush(self) -> None:
-        """Wait until every entry recorded so far is written."""
-        if self._closed or not self._thread.is_alive():
-            return  # nothing will be written any more
-        marker: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(marker)
-        await asyncio.wrap_future(marker)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued and stop the writer (server shutdown)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            items = [self._queue.get()]  # wait for work, then for company, briefly
-            if not _urgent(items[0]) and self.linger > 0:
-                time.sleep(self.linger)  # one sleep, not a wake-up per arriving entry
-            while len(items) < self.max_batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._write([i for i in items if isinstance(i, UsageEntry)])
-            for item in items:
-                if isinstance(item, concurrent.futures.Future):
-                    item.set_result(None)
-            if any(item is None for item in items):
-                return
+        self._put(entry)
 
     def _write(self, batch: list[UsageEntry]) -> None:
-        if not batch:
-            return
         from sqlalchemy import insert
 
         from .store.orm import UsageRecord
@@ -222,11 +163,6 @@ class UsageRecorder:
         except Exception as e:  # usage is bookkeeping: never take the server down
             if self.log:
                 self.log.error("bodhi: could not write %d usage record(s): %s", len(batch), e)
-
-
-def _urgent(item) -> bool:
-    """A flush marker or the stop signal: write now."""
-    return not isinstance(item, UsageEntry)
 
 
 def _row(entry: UsageEntry) -> dict:

@@ -140,6 +140,21 @@ def test_bodhi_token_minted_with_hub_token_works_through_the_proxy(hub):
     assert r.status_code == 200, r.text
 
 
+def test_audit_names_the_hub_as_the_credential_and_is_for_admins(hub):
+    r = on_alice(hub, "POST", "app/tokens", "alice", json={"name": "audited", "scope": "read"})
+    assert r.status_code == 201, r.text
+    token = r.json()
+    r = on_alice(hub, "GET", "app/audit", "alice", params={"action": "token.create"})
+    assert r.status_code == 200, r.text
+    (entry,) = [e for e in r.json()["data"] if e["target"] == token["id"]]
+    assert (entry["actor"], entry["via"], entry["details"]["name"]) == ("alice", "hub",
+                                                                        "audited")
+    assert entry["address"] and token["token"] not in r.text
+    r = on_alice(hub, "GET", "app/audit", "bob")  # power_user: not an admin
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "insufficient_scope"
+
+
 def test_engine_started_in_alice_server_is_owned_by_alice(hub):
     r = on_alice(hub, "POST", "v1/chat/completions", "alice", json=CHAT)
     assert r.status_code == 200, r.text

@@ -14,6 +14,8 @@ from ..models.server_flags import flag_options
 from .base import BodhiHandler, requires
 
 MAX_IMPORT = 1024 * 1024
+#: what the audit log says of an alias that changed
+ALIAS_FIELDS = ("model", "targets", "request", "server")
 
 
 class AliasesHandler(BodhiHandler):
@@ -29,6 +31,7 @@ class AliasesHandler(BodhiHandler):
         name, spec = self.bodhi.aliases.parse(parse_json_object(self.request.body))
         alias = await self.bodhi.aliases.create(name, spec)
         self.log.info("bodhi: %s created alias %s", self.owner, name)
+        self.audit("alias.create", name, **{k: alias[k] for k in ALIAS_FIELDS if alias[k]})
         self.set_status(201)
         self.finish(alias)
 
@@ -70,6 +73,9 @@ class AliasImportHandler(BodhiHandler):
         self.log.info("bodhi: %s imported aliases: %d created, %d updated, %d skipped",
                       self.owner, len(result["created"]), len(result["updated"]),
                       len(result["skipped"]))
+        self.audit("alias.import", None, created=result["created"],
+                   updated=result["updated"],
+                   skipped=[item["name"] for item in result["skipped"]])
         self.finish(result)
 
 
@@ -82,17 +88,22 @@ class AliasHandler(BodhiHandler):
     @web.authenticated
     @requires("admin")
     async def put(self, name: str):
-        self.bodhi.aliases.get(name)  # 404 before judging the body
+        before = self.bodhi.aliases.get(name)  # 404 before judging the body
         name, spec = self.bodhi.aliases.parse(parse_json_object(self.request.body), name)
         alias = await self.bodhi.aliases.replace(name, spec)
         self.log.info("bodhi: %s replaced alias %s", self.owner, name)
+        changed = [k for k in ALIAS_FIELDS if alias[k] != before[k]]
+        self.audit("alias.update", name, changes={k: alias[k] for k in changed},
+                   previous={k: before[k] for k in changed})
         self.finish(alias)
 
     @web.authenticated
     @requires("admin")
     async def delete(self, name: str):
+        before = self.bodhi.aliases.get(name)
         await self.bodhi.aliases.delete(name)
         self.log.info("bodhi: %s deleted alias %s", self.owner, name)
+        self.audit("alias.delete", name, model=before["model"], targets=before["targets"])
         self.set_status(204)
         self.finish()
 

@@ -125,9 +125,12 @@ class ProcessesHandler(AppHandler):
             raise invalid(f"'{model.id}' is not a local model: there is no engine to load",
                           param="model")
         supervisor = self.bodhi.supervisor
+        running = set(supervisor.engines)
         with domain_errors_as_http():
             engine = await supervisor.acquire(self.owner, model, embedding)
         supervisor.release(engine)  # from now on it idles under keep_alive like any other
+        self.audit("engine.load", engine.id, model=model.id, embedding=embedding,
+                   owner=engine.owner, started=engine.id not in running)
         self.set_status(201)
         self.finish(process_json(engine))
 
@@ -141,7 +144,10 @@ class ProcessHandler(AppHandler):
     @web.authenticated
     @requires("write")
     async def delete(self, process_id: str):
-        await self.bodhi.supervisor.unload(self.engine(process_id))
+        engine = self.engine(process_id)
+        await self.bodhi.supervisor.unload(engine)
+        self.audit("engine.unload", engine.id, model=engine.model.id,
+                   embedding=engine.embedding, owner=engine.owner)
         self.set_status(204)
         self.finish()
 
@@ -178,13 +184,22 @@ class SettingHandler(AppHandler):
         body = parse_json_object(self.request.body)
         if "value" not in body:
             raise invalid("'value' is required", param="value", code="missing_required_field")
-        view = self.bodhi.runtime_settings.set(key, body["value"], by=self.principal.name)
+        settings = self.bodhi.runtime_settings
+        previous = settings.get(key)
+        view = settings.set(key, body["value"], by=self.principal.name)
+        self.audit("setting.update", key, value=view.value, previous=previous.value,
+                   previous_source=previous.source)
         self.finish(view.to_json())
 
     @web.authenticated
     @requires("admin")
     async def delete(self, key: str):
-        self.finish(self.bodhi.runtime_settings.reset(key).to_json())
+        settings = self.bodhi.runtime_settings
+        previous = settings.get(key)
+        view = settings.reset(key)
+        self.audit("setting.reset", key, value=view.value, source=view.source,
+                   previous=previous.value, previous_source=previous.source)
+        self.finish(view.to_json())
 
 
 # -- usage and metrics -----------------------------------------------------------------------

@@ -318,6 +318,30 @@ class BodhiHandler(APIHandler):
         return visible_owner(self.principal, self.get_query_argument("user", None),
                              everyone_by_default)
 
+    # -- audit -----------------------------------------------------------------------------
+    @property
+    def credential(self) -> str:
+        """Which credential made the request, as the audit log names it: a bodhi token by
+        its id (never the token), else "hub" when JupyterHub vouched for the caller (hub
+        login or hub token), else "jupyter" (a Jupyter login or the server's token)."""
+        p = self.principal
+        if p.is_token:
+            return f"bodhi_token:{p.token_id}"
+        return "hub" if getattr(self.current_user, "hub_user", None) is not None else "jupyter"
+
+    def audit_caller(self) -> dict:
+        """The keyword arguments of ``AuditLog.record`` that describe this request's caller
+        (for code that records outside ``audit``, such as quota refusals)."""
+        return {"actor": self.principal.name, "via": self.credential,
+                "address": self.request.remote_ip, "request_id": self.request_id}
+
+    def audit(self, action: str, target: str | None = None, **details) -> None:
+        """Record one audit entry for a change this request made (call it once the change
+        succeeded); details are field names and non-secret values."""
+        log = getattr(self.bodhi, "audit", None)
+        if log is not None:
+            log.record(action, target=target, details=details, **self.audit_caller())
+
     def error_body(self, err: BodhiAPIError) -> dict:
         """The error JSON of this route's API family (OpenAI's unless overridden)."""
         return err.body()

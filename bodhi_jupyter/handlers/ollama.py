@@ -82,10 +82,14 @@ class OllamaInference(OllamaMixin, InferenceHandler):
         try:
             with domain_errors_as_http():
                 leased = time.perf_counter()
+                running = set(self.bodhi.supervisor.engines)
                 async with self.bodhi.supervisor.lease(self.owner, request.model,
                                                        request.embedding) as engine:
                     self._timing.load_s = time.perf_counter() - leased
-                    if self._t.load_only:
+                    if self._t.load_only:  # Ollama's "load it" (an empty prompt)
+                        self.audit("engine.load", engine.id, model=request.model.id,
+                                   embedding=request.embedding, owner=engine.owner,
+                                   started=engine.id not in running, api="ollama")
                         self._status = 200
                         self.finish(ollama.load_reply(self._t, self._name, self._timing))
                         return
@@ -99,6 +103,8 @@ class OllamaInference(OllamaMixin, InferenceHandler):
         for engine in list(supervisor.engines.values()):
             if (engine.owner, engine.model.id, engine.in_flight) == (self.owner, model.id, 0):
                 await supervisor.unload(engine)
+                self.audit("engine.unload", engine.id, model=model.id,
+                           embedding=engine.embedding, owner=engine.owner, api="ollama")
         self._status = 200
         self.finish(ollama.load_reply(self._t, self._name, self._timing))
 
@@ -249,7 +255,10 @@ class PullHandler(OllamaHandler):
             if filename is None:
                 files = await asyncio.to_thread(repo_files, pulls.endpoint, target.repo)
                 filename = ollama.pick_gguf(files, target.quant)
-            pull, _created = await pulls.start(target.repo, filename)
+            pull, created = await pulls.start(target.repo, filename)
+        if created:
+            self.audit("pull.start", pull.id, repo=pull.repo, filename=pull.filename,
+                       revision=pull.revision, api="ollama")
         sent: dict = {}
         if body.get("stream") is False:
             pull = await pulls.wait(pull.id)

@@ -9,6 +9,7 @@ from tornado import web
 
 from ..errors import invalid
 from ..jsonbody import parse_json_object
+from ..models.pulls import ACTIVE
 from .base import BodhiHandler, requires
 
 FIELDS = ("repo", "filename", "revision")
@@ -36,6 +37,9 @@ class PullsHandler(BodhiHandler):
         repo, filename, revision = parse_pull_request(parse_json_object(self.request.body))
         pull, created = await self.bodhi.pulls.start(repo, filename, revision,
                                                      created_by=self.owner)
+        if created:  # otherwise the same pull was running already: nothing changed
+            self.audit("pull.start", pull.id, repo=pull.repo, filename=pull.filename,
+                       revision=pull.revision)
         self.set_status(201 if created else 200)
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{pull.id}")
         self.finish(pull.public())
@@ -50,7 +54,10 @@ class PullHandler(BodhiHandler):
     @web.authenticated
     @requires("admin", from_notebook=True)
     async def delete(self, pull_id: str):
+        before = self.bodhi.pulls.get(pull_id)
         await self.bodhi.pulls.cancel(pull_id)
+        self.audit("pull.cancel", pull_id, repo=before.repo, filename=before.filename,
+                   state=before.state)
         self.set_status(204)
         self.finish()
 
@@ -59,7 +66,12 @@ class PullRetryHandler(BodhiHandler):
     @web.authenticated
     @requires("admin", from_notebook=True)
     async def post(self, pull_id: str):
-        self.finish((await self.bodhi.pulls.retry(pull_id)).public())
+        before = self.bodhi.pulls.get(pull_id)
+        pull = await self.bodhi.pulls.retry(pull_id)
+        if before.state not in ACTIVE:  # a pull still running is left as it is
+            self.audit("pull.retry", pull_id, repo=pull.repo, filename=pull.filename,
+                       previous_state=before.state)
+        self.finish(pull.public())
 
 
 default_handlers = [

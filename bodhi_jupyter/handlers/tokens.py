@@ -151,6 +151,9 @@ class TokensHandler(BodhiHandler):
                                                groups=self.principal.groups)
         self.log.info("bodhi: %s created API token %s (%r, scope %s)", self.owner, info.id,
                       info.name, info.scope)
+        self.audit("token.create", info.id, owner=info.owner, name=info.name,
+                   scope=info.scope, models=info.public()["models"],
+                   expires_at=info.public()["expires_at"])
         self.set_status(201)
         self.set_header("Cache-Control", "no-store")  # the only time the secret is shown
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{info.id}")
@@ -167,21 +170,25 @@ class TokenHandler(BodhiHandler):
     @requires("write", login_only=True)
     async def put(self, token_id: str):
         changes = parse_token_update(parse_json_object(self.request.body))
-        visible_token(self.bodhi.tokens, self.principal, token_id)
+        before = visible_token(self.bodhi.tokens, self.principal, token_id)
         info = self.bodhi.tokens.update(token_id, **changes)
         if info is None:  # deleted meanwhile
             raise BodhiAPIError(404, f"No API token with id '{token_id}'",
                                 code="token_not_found")
         self.log.info("bodhi: %s updated API token %s: %s", self.owner, token_id,
                       ", ".join(changes))
+        self.audit("token.update", token_id, owner=info.owner, name=info.name,
+                   changes=changes, previous={k: getattr(before, k) for k in changes})
         self.finish(token_json(info))
 
     @web.authenticated
     @requires("write", login_only=True)
     async def delete(self, token_id: str):
-        visible_token(self.bodhi.tokens, self.principal, token_id)
+        info = visible_token(self.bodhi.tokens, self.principal, token_id)
         self.bodhi.tokens.delete(token_id)
         self.log.info("bodhi: %s deleted API token %s", self.owner, token_id)
+        self.audit("token.delete", token_id, owner=info.owner, name=info.name,
+                   scope=info.scope)
         self.set_status(204)
         self.finish()
 

@@ -189,3 +189,21 @@ class Upstream(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=True, default=utcnow,
                                                  onupdate=utcnow)
+
+
+class AuditRecord(Base):
+    """One change an admin may need to account for: who, when, from where, through which
+    credential (never the credential itself), what and to what. Written by audit.AuditLog."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    #: "jupyter", "hub" or "bodhi_token:<token id>"
+    via: Mapped[str] = mapped_column(String(64), nullable=False)
+    address: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    target: Mapped[str | None] = mapped_column(String(1024))
+    details: Mapped[dict | None] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(64))
