@@ -17,7 +17,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(255), nullable=False),
         sa.Column("via", sa.String(64), nullable=False),
         sa.Column("address", sa.String(64), nullable=True),
