@@ -196,7 +196,7 @@ class InferenceHandler(OpenAIHandler):
                            endpoint=self.endpoint, stream=request.stream, status=self._status,
                            duration_ms=(time.perf_counter() - started) * 1000,
                            prompt_tokens=self._tokens[0], completion_tokens=self._tokens[1],
-                           notebook=p.notebook)
+                           notebook=p.notebook, groups=p.groups)
         self.bodhi.usage.record(entry)  # queued; written in batches off the event loop
         self.bodhi.metrics.observe(entry)
 
