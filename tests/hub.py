@@ -140,8 +140,11 @@ class Hub:
 
 def write_config(tmp: Path, *, chp: str, admin_token: str, singleuser_args: list[str],
                  singleuser_env: dict[str, str], allowed_users: list[str],
-                 groups: dict[str, dict], roles: list[dict]) -> Path:
-    """jupyterhub_config.py; values go through JSON so quoting is never an issue."""
+                 groups: dict[str, dict], roles: list[dict], services: list[dict] = (),
+                 custom_scopes: dict | None = None, config: dict | None = None) -> Path:
+    """jupyterhub_config.py; values go through JSON so quoting is never an issue.
+    ``services`` are added to the test-admin service, ``config`` is {class: {trait: value}}
+    set last."""
     settings = {
         "bind_url": f"http://127.0.0.1:{free_port()}",
         "hub_bind_url": f"http://127.0.0.1:{free_port()}",
@@ -159,6 +162,9 @@ def write_config(tmp: Path, *, chp: str, admin_token: str, singleuser_args: list
         "groups": groups,
         "roles": [{"name": "test-admin", "services": ["test-admin"],
                    "scopes": ["admin:users", "admin:servers", "tokens"]}, *roles],
+        "services": list(services),
+        "custom_scopes": custom_scopes or {},
+        "config": config or {},
     }
     (tmp / "settings.json").write_text(json.dumps(settings, indent=1))
     config = tmp / "jupyterhub_config.py"
@@ -183,11 +189,16 @@ c.Spawner.http_timeout = 60
 c.ConfigurableHTTPProxy.command = [s["chp"]]
 c.ConfigurableHTTPProxy.api_url = s["proxy_api_url"]
 c.ConfigurableHTTPProxy.pid_file = s["pid_file"]
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": s["admin_token"]}}]
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": s["admin_token"]}},
+                         *s["services"]]
+c.JupyterHub.custom_scopes = s["custom_scopes"]
 c.JupyterHub.load_roles = s["roles"]
 c.JupyterHub.load_groups = s["groups"]
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
+for cls, traits in s["config"].items():
+    for name, value in traits.items():
+        setattr(getattr(c, cls), name, value)
 """)
     return config
 
@@ -195,15 +206,22 @@ c.JupyterHub.cleanup_proxy = True
 def start_hub(tmp: Path, *, singleuser_args: list[str] = (),
               singleuser_env: dict[str, str] | None = None,
               allowed_users=("alice", "bob"), groups: dict | None = None,
-              roles: list[dict] = (), timeout: float = 45) -> Hub:
+              roles: list[dict] = (), services: list[dict] = (),
+              custom_scopes: dict | None = None, config: dict | None = None,
+              timeout: float = 45) -> Hub:
+    """``services``: hub-managed services (``c.JupyterHub.services`` entries); each gets the
+    sweep marker in its environment."""
     chp = require_hub()
     marker = secrets.token_hex(8)
     admin_token = secrets.token_hex(16)
     env_for_servers = {MARKER: marker, **(singleuser_env or {})}
+    services = [{**svc, "environment": {MARKER: marker, **svc.get("environment", {})}}
+                for svc in services]
     config = write_config(tmp, chp=chp, admin_token=admin_token,
                           singleuser_args=list(singleuser_args), singleuser_env=env_for_servers,
                           allowed_users=list(allowed_users), groups=groups or {},
-                          roles=list(roles))
+                          roles=list(roles), services=services, custom_scopes=custom_scopes,
+                          config=config)
     settings = json.loads((tmp / "settings.json").read_text())
     env = {**os.environ, MARKER: marker}
     env.pop("JUPYTERHUB_API_TOKEN", None)
