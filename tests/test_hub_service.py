@@ -34,9 +34,10 @@ USERS = ["alice", "bob", "carol", "dana", "erin", "boss"]
 SHARED = "share_engines" in EngineSupervisor.class_trait_names()
 
 
-def write_jupyter_config(config_dir, settings: dict) -> str:
+def write_jupyter_config(config_dir, settings: dict,
+                         name: str = "jupyter_server_config") -> str:
     config_dir.mkdir()
-    (config_dir / "jupyter_server_config.json").write_text(json.dumps(settings))
+    (config_dir / f"{name}.json").write_text(json.dumps(settings))
     return str(config_dir)
 
 
@@ -61,12 +62,10 @@ def hub(tmp_path_factory, postgres_cluster):
         "EngineSupervisor": {"stop_grace": 2.0},
         "RolePolicy": {"group_roles": {"bodhi-admins": "admin"}},
         "UpstreamRegistry": {"secret_key_file": str(tmp / "service-secret.key")},
-    })
+    }, name="bodhi_service_config")  # the service's own config file
     user_config = write_jupyter_config(tmp / "user-config", {
         "ServerApp": {"allow_unauthenticated_access": False},
         "BodhiApp": {"service_url": service_root},
-        # nothing local may start: an engine here would be this fake's own reply too
-        "LlamaServerLauncher": {"llama_server_path": "/nonexistent/llama-server"},
     })
     hub = start_hub(
         tmp,
@@ -77,7 +76,9 @@ def hub(tmp_path_factory, postgres_cluster):
                 "bodhi-admins": {"users": ["dana"]}},
         roles=[{"name": "bodhi-users", "scopes": [f"access:services!service={SERVICE}"],
                 "groups": ["bodhi-users"]},
-               {"name": "bodhi-admin", "scopes": ["custom:bodhi:admin"], "users": ["erin"]}],
+               {"name": "bodhi-admin", "scopes": ["custom:bodhi:admin"], "users": ["erin"]},
+               {"name": "alice-server", "scopes": ["access:servers!user=alice"],
+                "users": ["bob"]}],
         custom_scopes={"custom:bodhi:admin": {"description": "Administer the bodhi service"}},
         services=[{
             "name": SERVICE, "url": f"http://127.0.0.1:{service_port}",
@@ -229,7 +230,10 @@ async def test_a_user_server_sends_client_chats_to_the_service_as_its_user(hub):
     r = httpx.get(base + "bodhi/v1/models", timeout=60,
                   headers={"Authorization": f"token {token}"})
     assert r.status_code == 200, r.text
-    assert [m["id"] for m in r.json()["data"]] == [ALIAS]  # the service's, nothing local
+    service_models = on_service(hub, "GET", "v1/models", "alice").json()["data"]
+    # the service's list under the same names, nothing of this server's own
+    assert [m["id"] for m in r.json()["data"]] == [m["id"] for m in service_models]
+    assert ALIAS in [m["id"] for m in service_models]
 
     session_id, kernel_id = start_session(base, token, "shared.ipynb")
     channels = await KernelChannels.connect(base, token, kernel_id)
@@ -247,13 +251,14 @@ print(llm.chat.completions.create(**{CHAT!r}).choices[0].message.content)
 
     after = {r["user"]: r["requests"] for r in usage(hub, "user")}
     assert after["alice"] - before.get("alice", 0) == 1, (before, after)
-    assert set(after) - set(before) == set(), after  # no server or service user appeared
+    assert set(after) <= set(before) | {"alice"}, after  # no server or service user
     r = httpx.get(base + "bodhi/app/processes", timeout=60,
                   headers={"Authorization": f"token {token}"})
     assert r.status_code == 200 and r.json()["data"] == [], r.text  # no local engine
 
-    # bob may enter alice's server only with a grant; without one the hub refuses him, and
-    # a server forwarding as its owner would refuse him too (see service_forwarding.py)
+    # bob, let into alice's server by a hub grant, would spend her quota there: refused
     r = httpx.post(base + "bodhi/v1/chat/completions", json=CHAT, timeout=60,
                    headers={"Authorization": f"token {hub.tokens['bob']}"})
     assert r.status_code == 403, r.text
+    assert "as its owner 'alice'" in r.json()["error"]["message"], r.text
+    assert {r["user"]: r["requests"] for r in usage(hub, "user")} == after
