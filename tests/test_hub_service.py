@@ -83,7 +83,10 @@ def hub(tmp_path_factory, postgres_cluster):
         services=[{
             "name": SERVICE, "url": f"http://127.0.0.1:{service_port}",
             "command": [sys.executable, "-m", "bodhi_jupyter.service", "--allow-root"],
-            "environment": {"JUPYTER_CONFIG_DIR": service_config},
+            # its data (engine logs, converted models) and runtime files stay in tmp
+            "environment": {"JUPYTER_CONFIG_DIR": service_config,
+                            "JUPYTER_DATA_DIR": str(tmp / "service-data"),
+                            "JUPYTER_RUNTIME_DIR": str(tmp / "service-runtime")},
             "oauth_no_confirm": True,
             # browser logins carry the admin scope only when the service may ask for it
             "oauth_client_allowed_scopes": ["custom:bodhi:admin"],
