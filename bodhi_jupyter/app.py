@@ -50,6 +50,7 @@ from .models.pulls import PullManager
 from .models.registry import ModelRegistry
 from .models.upstreams import UpstreamRegistry
 from .models.aliases import AliasStore
+from .service_forwarding import ServiceForwarding
 from .settings import RuntimeSettings
 from .store.database import Database
 from .usage import UsageRecorder
@@ -90,6 +91,15 @@ class BodhiApp(ExtensionApp):
         "bodhi_jupyter.client() needs no configuration. False: kernels get neither.",
     ).tag(config=True)
 
+    service_url = Unicode(
+        "",
+        help="URL of the hub's shared bodhi service, e.g. "
+        "'http://hub.example.org/services/bodhi/'. Set: this server starts no engines; "
+        "bodhi/v1 inference and model lists go to the service, as the server's owner (its "
+        "$JUPYTERHUB_API_TOKEN, which needs the scope access:services!service=bodhi: see "
+        "c.Spawner.server_token_scopes). Empty: local engines.",
+    ).tag(config=True)
+
     def initialize_settings(self):
         self.started_at = time.time()
         self.database = Database(parent=self, log=self.log)
@@ -104,6 +114,11 @@ class BodhiApp(ExtensionApp):
         self.gateway = InferenceGateway(self.registry)
         self.context_guard = ContextGuard(lambda: self.launcher.extra_args, log=self.log)
         self.roles = RolePolicy(parent=self, log=self.log)
+        self.forwarding = None
+        if self.service_url:  # inference by the hub's shared service, not local engines
+            self.forwarding = ServiceForwarding(
+                self.service_url, owner=self.roles.owner or server_owner(), log=self.log)
+            self.forwarding.install(self.registry, self.upstreams)
         self.tokens = TokenStore(self.database)
         self.verified_tokens = VerifiedTokens()
         self.limiter = RateLimiter(parent=self, log=self.log)

@@ -328,7 +328,7 @@ SCHEMAS.update({
         "model": {"type": "string"}, "token_id": {"type": ["string", "null"]},
         "token_name": {"type": ["string", "null"]}, "day": {"type": "string"},
         "user": {"type": "string"}, "notebook": {"type": ["string", "null"]},
-        "requests": {"type": "integer"},
+        "group": {"type": ["string", "null"]}, "requests": {"type": "integer"},
         "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
         "errors": {"type": "integer"}, "avg_duration_ms": {"type": ["number", "null"]}}},
 })
@@ -375,13 +375,14 @@ PATHS.update({
                       tag="settings"),
     },
     "/app/usage": {"get": _op(
-        "Inference usage aggregated by model, token, day, user and/or notebook",
+        "Inference usage aggregated by model, token, day, user, notebook and/or group",
         {"200": _json(page_of(_ref("UsageRow"))), "400": ERROR},
         params=[*PAGE_PARAMS, _USER,
                 query_param("group_by", {"type": "string"},
                             "comma-separated: model, token, day, user, notebook (the "
                             "notebook whose kernel credential made the request; null for "
-                            "other callers)"),
+                            "other callers), group (the caller's JupyterHub groups: a "
+                            "request counts in each; null: none)"),
                 query_param("since", {"type": "string", "format": "date-time"}, "from"),
                 query_param("until", {"type": "string", "format": "date-time"},
                             "until (exclusive)")], tag="usage")},

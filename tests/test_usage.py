@@ -142,6 +142,28 @@ async def test_aggregation_by_notebook(database):
     assert parse_group_by("notebook,model") == ["notebook", "model"]
 
 
+async def test_aggregation_by_hub_group_counts_a_request_in_each_group(database):
+    recorder = UsageRecorder(database)
+    recorder.record(entry(user="ann", groups=("staff", "ml")))
+    recorder.record(entry(user="bob", groups=("staff",), completion_tokens=6))
+    recorder.record(entry(user="cid"))  # in no group
+    recorder.record(entry(user="ann", groups=("ml", "ml")))  # a repeated group counts once
+    await recorder.flush()
+    recorder.close()
+    q = UsageQuery(database)
+    rows, total = q.aggregate(["group"])
+    assert total == 3
+    assert [(r["group"], r["requests"], r["completion_tokens"]) for r in rows] == [
+        (None, 1, 4), ("ml", 2, 8), ("staff", 2, 10)]
+    rows, _ = q.aggregate(["group", "user"], users=["ann"])
+    assert [(r["group"], r["user"], r["requests"]) for r in rows] == [
+        ("ml", "ann", 2), ("staff", "ann", 1)]
+    # without group_by=group nothing is counted twice
+    rows, _ = q.aggregate(["user"])
+    assert [(r["user"], r["requests"]) for r in rows] == [("ann", 2), ("bob", 1), ("cid", 1)]
+    assert parse_group_by("group,day") == ["group", "day"]
+
+
 def count_rows(db: Database) -> int:
     with db.session() as s:
         return s.scalar(select(func.count()).select_from(UsageRecord))

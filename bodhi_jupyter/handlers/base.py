@@ -299,9 +299,11 @@ class BodhiHandler(APIHandler):
         if self._principal is None:
             user = self.current_user
             hub_user = getattr(user, "hub_user", None)
-            groups = hub_user.get("groups", []) if isinstance(hub_user, dict) else []
+            hub_user = hub_user if isinstance(hub_user, dict) else {}
+            groups = hub_user.get("groups") or []
             name = owner_name(user, self.identity_provider.inner)
-            role = self.bodhi.roles.role_of(name, groups)
+            role = self.bodhi.roles.role_of(name, groups, hub_admin=bool(hub_user.get("admin")),
+                                            scopes=hub_user.get("scopes") or ())
             self._principal = Principal(name=name, role=role, auth_method="jupyter",
                                         scope=ROLE_SCOPE[role], groups=tuple(groups))
         return self._principal

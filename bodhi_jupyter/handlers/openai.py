@@ -16,6 +16,7 @@ from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
 from ..models.capabilities import model_fields
 from ..models.registry import InvalidAlias, ModelNotFound, ResolvedModel
+from ..service_forwarding import SERVICE_UPSTREAM
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
@@ -196,7 +197,7 @@ class InferenceHandler(OpenAIHandler):
                            endpoint=self.endpoint, stream=request.stream, status=self._status,
                            duration_ms=(time.perf_counter() - started) * 1000,
                            prompt_tokens=self._tokens[0], completion_tokens=self._tokens[1],
-                           notebook=p.notebook)
+                           notebook=p.notebook, groups=p.groups)
         self.bodhi.usage.record(entry)  # queued; written in batches off the event loop
         self.bodhi.metrics.observe(entry)
 
@@ -241,6 +242,9 @@ class InferenceHandler(OpenAIHandler):
         """Forward to the model's engine, or to its upstream for a remote model."""
         model = request.model
         if model.remote is not None:
+            forwarding = self.bodhi.forwarding
+            if forwarding is not None and model.remote.upstream == SERVICE_UPSTREAM:
+                forwarding.check_caller(self.principal)
             await self._forward(self.bodhi.upstreams.forwarder(model.remote), request)
             return
         async with self.bodhi.supervisor.lease(self.owner, model,

@@ -184,6 +184,9 @@ class ModelRegistry(LoggingConfigurable):
         self._aliases: dict[str, dict] = {}
         #: remote models (models/upstreams.py UpstreamRegistry), consulted after local ones
         self.remote = None
+        #: False when every model is the hub's shared service's (BodhiApp.service_url):
+        #: local files and aliases are neither listed nor served
+        self.local = True
 
     @default("aliases")
     def _default_aliases(self):
@@ -272,6 +275,8 @@ class ModelRegistry(LoggingConfigurable):
         callers arriving during a scan share it. True when a scan ran for this call (the
         files may have changed), False when throttled. ``force`` (a file was just added)
         skips the throttle and never shares a scan that began before the call."""
+        if not self.local:
+            return False
         if force and self._scan is not None:
             await asyncio.shield(self._scan)  # it may have missed the new file
         if self._scan is None:
@@ -294,9 +299,9 @@ class ModelRegistry(LoggingConfigurable):
     # -- resolution ------------------------------------------------------------------------
     def list_models(self) -> list[ResolvedModel]:
         """Every alias and file of the last scan (``await rescan()`` first for new files)."""
-        files = self.files()
+        files = self.files() if self.local else {}
         out = []
-        for name in sorted(self._aliases):
+        for name in sorted(self._aliases if self.local else ()):
             try:
                 out.append(self.resolve(name))
             except ModelNotFound as e:
@@ -321,6 +326,11 @@ class ModelRegistry(LoggingConfigurable):
         return self.resolve(name)
 
     def resolve(self, name: str) -> ResolvedModel:
+        if not self.local:
+            remote = self.remote.lookup(name) if self.remote is not None else None
+            if remote is None:
+                raise ModelNotFound(f"The model '{name}' does not exist")
+            return self._from_remote(remote)
         alias = self._aliases.get(name)
         if alias is not None:
             if alias.get("targets"):

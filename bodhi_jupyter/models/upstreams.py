@@ -322,6 +322,8 @@ class UpstreamRegistry(LoggingConfigurable):
         super().__init__(**kwargs)
         self.database = database
         self._live: dict[str, _Live] = {}
+        #: upstreams set by config, not stored (the hub's shared service: add_fixed)
+        self._fixed: dict[str, _Live] = {}
         self._index: dict[str, RemoteModel] = {}
         self._fernet = None
         self._tls = None
@@ -406,6 +408,24 @@ class UpstreamRegistry(LoggingConfigurable):
                         row.api_key_encrypted is not None, row.created_at, row.updated_at)
         return _Live(view, key, self)
 
+    def add_fixed(self, name: str, base_url: str, api_key: str | None,
+                  prefix: str = "") -> Upstream:
+        """An upstream from config rather than the database: not listed, changed or deleted
+        through the API (its name is taken), its models asked from its ``GET /models``."""
+        view = Upstream(name, check_base_url(base_url), None, prefix, api_key is not None)
+        old = self._fixed.pop(name, None)
+        if old is not None:
+            old.close()
+        self._fixed[name] = _Live(view, api_key, self)
+        self._reindex()
+        return view
+
+    def _find(self, name: str) -> _Live | None:
+        return self._live.get(name) or self._fixed.get(name)
+
+    def _every(self) -> dict[str, _Live]:
+        return {**self._live, **self._fixed}
+
     def list(self) -> list[Upstream]:
         return [self._live[n].view for n in sorted(self._live)]
 
@@ -420,7 +440,7 @@ class UpstreamRegistry(LoggingConfigurable):
         from ..store.orm import Upstream as Row
 
         name = spec["name"]
-        if name in self._live:
+        if name in self._live or name in self._fixed:
             raise BodhiAPIError(409, f"An upstream named '{name}' exists already",
                                 code="upstream_exists", param="name")
         key = spec.get("api_key")
@@ -474,14 +494,15 @@ class UpstreamRegistry(LoggingConfigurable):
         return live.view
 
     def close(self) -> None:
-        for live in self._live.values():
+        for live in self._every().values():
             live.close()
 
     # -- models ----------------------------------------------------------------------------
     def _reindex(self) -> None:
         index: dict[str, RemoteModel] = {}
-        for name in sorted(self._live):
-            live = self._live[name]
+        every = self._every()
+        for name in sorted(every):
+            live = every[name]
             models = live.view.models if live.view.models is not None else live.fetched
             prefix = live.view.effective_prefix
             for m in models or ():
@@ -496,7 +517,7 @@ class UpstreamRegistry(LoggingConfigurable):
         return self._index.get(model_id)
 
     def forwarder(self, model: RemoteModel) -> RemoteForwarder:
-        live = self._live.get(model.upstream)
+        live = self._find(model.upstream)
         if live is None:  # deleted a moment ago
             raise BodhiAPIError(404, f"The model '{model.id}' does not exist",
                                 code="model_not_found", param="model")
@@ -515,8 +536,8 @@ class UpstreamRegistry(LoggingConfigurable):
         """Fetch the model lists that are stale (all, or of ``names``); wait for them at
         most ``wait`` seconds (default ``list_wait``); the rest finish in the background."""
         pending = []
-        for name in (names if names is not None else list(self._live)):
-            live = self._live.get(name)
+        for name in (names if names is not None else list(self._every())):
+            live = self._find(name)
             if live is None:
                 continue
             if live.fetching is None and self._stale(live):
@@ -529,7 +550,7 @@ class UpstreamRegistry(LoggingConfigurable):
     async def refresh_for(self, model_id: str) -> RemoteModel | None:
         """``lookup``, after fetching stale lists of upstreams whose prefix the name has
         (throttled: an unknown name does not make every request ask the upstream)."""
-        names = [n for n, live in self._live.items()
+        names = [n for n, live in self._every().items()
                  if model_id.startswith(live.view.effective_prefix)]
         if names:
             await self.refresh_stale(names, wait=self.connect_timeout)
@@ -550,12 +571,12 @@ class UpstreamRegistry(LoggingConfigurable):
         finally:
             live.fetched_at = time.monotonic()
             live.fetching = None
-            if self._live.get(live.view.name) is live:
+            if self._find(live.view.name) is live:
                 self._reindex()
 
     async def fetch_models(self, name: str, live: _Live | None = None) -> list[str]:
         """The model ids the upstream's ``GET /models`` reports (502 when it cannot)."""
-        live = live or self._live.get(name)
+        live = live or self._find(name)
         if live is None:
             raise not_found(name)
         resp = await live.request("GET", "/v1/models", b"", f"{name}/")
@@ -581,7 +602,7 @@ class UpstreamRegistry(LoggingConfigurable):
             raise BodhiAPIError(502, f"The upstream '{name}' answered GET /models with "
                                 "something that is not an OpenAI model list",
                                 code="upstream_error") from None
-        if live.view.models is None and self._live.get(name) is live:
+        if live.view.models is None and self._find(name) is live:
             live.fetched, live.fetched_at, live.fetch_error = tuple(ids), time.monotonic(), None
             self._reindex()
         return ids

@@ -104,6 +104,17 @@ class UsageRecord(Base):
     notebook: Mapped[str | None] = mapped_column(String(1024))
 
 
+class UsageGroup(Base):
+    """A JupyterHub group of the caller of a usage record (``group_by=group``): a record
+    of a user in two groups counts in both."""
+
+    __tablename__ = "usage_groups"
+
+    usage_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("usage_records.id", ondelete="CASCADE"), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+
+
 class Conversation(Base):
     """A person's chat in the panel. ``title_auto`` until the person renames it: the title
     then comes from the first exchange."""
