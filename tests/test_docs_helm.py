@@ -43,7 +43,6 @@ KUBESPAWNER_OVERRIDES = {"image", "extra_resource_limits", "extra_resource_guara
                          "cpu_limit", "cpu_guarantee", "environment", "default_url"}
 #: bodhi traits the docs name that come with a branch not merged yet: allowed only while
 #: the trait is missing, so this entry is dead (and can go) once that branch is in
-PENDING_TRAITS = {("BodhiApp", "service_url")}  # the "service" branch (issue 10)
 
 
 def snippets() -> list[str]:
@@ -180,7 +179,7 @@ def test_bodhi_settings_name_real_traits():
     missing = [(cls, trait) for cls, trait in settings
                if cls not in classes
                or trait not in classes[cls].class_trait_names(config=True)]
-    assert set(missing) <= PENDING_TRAITS, missing
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("text", snippets(), ids=lambda t: t.split("\n", 1)[0][:30])
