@@ -20,6 +20,7 @@ from .models.capabilities import check_capable
 from .models.metadata import GGUFError, ModelMetadata, describe
 from .models.registry import ModelRegistry, ResolvedModel, apply_request_defaults
 from .schemas import validate
+from .service_forwarding import SERVICE_UPSTREAM
 
 ENDPOINTS = {
     "chat": "/v1/chat/completions",
@@ -123,7 +124,8 @@ class InferenceGateway:
     async def for_model(self, endpoint: str, body: dict, model: ResolvedModel
                         ) -> PreparedRequest:
         """The request as sent to one model: its checks, its defaults, its name."""
-        if model.remote is not None and endpoint == "infill":
+        if (model.remote is not None and endpoint == "infill"
+                and model.remote.upstream != SERVICE_UPSTREAM):  # a bodhi service has it
             raise invalid(f"The model '{model.id}' is served by the upstream "
                           f"'{model.remote.upstream}', which has no infill endpoint: use a "
                           "local model", param="model", code="model_not_infill_capable")

@@ -378,6 +378,10 @@ class InfillHandler(InferenceHandler):
 
     async def _open(self, engine, request: PreparedRequest) -> UpstreamResponse:
         resp = await engine.forward(request.upstream_path, request.payload)
+        if request.model.remote is not None:  # the hub's bodhi service: its answer has it all
+            self._mode = resp.headers.get("x-bodhi-infill-mode", infill.INFILL)
+            self.set_header("X-Bodhi-Infill-Mode", self._mode)
+            return resp
         if request.mode == infill.INFILL and resp.status == 501:
             try:
                 body = await resp.read()
@@ -394,6 +398,8 @@ class InfillHandler(InferenceHandler):
         return resp
 
     def _answer(self, resp: UpstreamResponse, body: bytes) -> None:
+        if self._tagger is None:  # forwarded to the hub's service, which tagged it
+            return super()._answer(resp, body)
         super()._answer(resp, infill.with_mode(body, self._mode))
 
     def stream_piece(self, piece: bytes) -> bytes:
