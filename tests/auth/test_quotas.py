@@ -162,3 +162,21 @@ async def test_tokens_finishing_while_seeding_count_once(database):
         assert await seeding == 7
     finally:
         recorder.close()
+
+
+async def test_run_time_settings_apply_at_once_and_are_validated(database):
+    from bodhi_jupyter.errors import BodhiAPIError
+    from bodhi_jupyter.settings import RuntimeSettings
+
+    policy = QuotaPolicy()
+    settings = RuntimeSettings(database, {"QuotaPolicy": policy}, Config())
+    settings.set("QuotaPolicy.group_quotas", {"students": {"concurrent": 1}})
+    alice = user("alice", "students")
+    await policy.admit(alice)
+    assert (await refused(policy, alice)).quota == "concurrent"
+    for bad in ({"students": {"concurrent": -1}}, {"students": {"parallel": 1}},
+                {"students": 3}):
+        with pytest.raises(BodhiAPIError) as info:
+            settings.set("QuotaPolicy.group_quotas", bad)
+        assert info.value.status == 400 and info.value.param == "value"
+    assert policy.group_quotas == {"students": {"concurrent": 1}}
