@@ -116,7 +116,7 @@ async def run(server: JupyterServer, args) -> dict:
     try:
         await stream(b, body("Hello", 4, args.fake))  # load the engine
         out = {"alone_b_ttft_s": await alone(b, args)}
-        for fair in (True, False):
+        for fair in ((False, True) if args.fifo_first else (True, False)):
             resp = await owner.put("app/settings/EngineSupervisor.fair_admission",
                                    json={"value": fair})
             resp.raise_for_status()
@@ -136,6 +136,9 @@ def main() -> int:
     p.add_argument("--a-tokens", type=int, default=32, help="tokens per stream of A")
     p.add_argument("--head-start", type=float, default=1.0,
                    help="seconds between A's streams and B's request")
+    p.add_argument("--fifo-first", action="store_true",
+                   help="run the phase without the gate first (the order's effect on a "
+                   "busy machine)")
     args = p.parse_args()
     extra = ["--EngineSupervisor.share_engines=True",
              "--EngineSupervisor.capacity_timeout=300"]
@@ -156,6 +159,8 @@ def main() -> int:
         try:
             server.start()
             out = asyncio.run(run(server, args))
+            cmd = server.find_engine().cmdline
+            out["engine_parallel"] = cmd[cmd.index("--parallel") + 1]
         except BaseException:
             print(server.log_tail(400), file=sys.stderr)
             raise
@@ -177,7 +182,7 @@ def main() -> int:
               f"answer: {ph['a_streams_done_when_b_answered']}/{args.streams}; A's wall "
               f"{ph['a_wall_s']:.1f} s, A TTFT p50 {ph['a_ttft_p50_s']:.2f} s)")
     print(f"  no gate / fair: {out['ratio_fifo_vs_fair']:.1f}x")
-    print(f"  engines: {out['engines']}")
+    print(f"  engines: {out['engines']}, engine --parallel {out['engine_parallel']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2))
     return 0
