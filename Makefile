@@ -76,6 +76,7 @@ test: setup system-deps browser-deps js-check
 bench: setup browser-deps
 	$(BIN)/python bench/proxy_overhead.py
 	$(BIN)/python bench/panel.py
+	$(BIN)/python bench/fair_share.py
 
 clean:
 	rm -rf $(VENV) $(HUB_PROXY_DIR) build dist *.egg-info bodhi_jupyter/labextension \

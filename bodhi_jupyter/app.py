@@ -24,6 +24,7 @@ from .audit import AuditLog
 from .auth.identity import server_owner
 from .auth.kernel_tokens import KernelCredentials, local_api_url
 from .auth.limits import RateLimiter
+from .auth.quotas import QuotaPolicy
 from .auth.roles import RolePolicy
 from .auth.tokens import TokenStore
 from .auth.verified_tokens import VerifiedTokens
@@ -68,7 +69,7 @@ class BodhiApp(ExtensionApp):
     description = __doc__.split("\n\n")[0]
     load_other_extensions = True
     classes = [Database, ModelDiscovery, ModelRegistry, LlamaServerLauncher, EngineSupervisor,
-               RolePolicy, RateLimiter, PullManager, UpstreamRegistry]
+               RolePolicy, RateLimiter, QuotaPolicy, PullManager, UpstreamRegistry]
 
     preload = List(
         Unicode(),
@@ -124,6 +125,8 @@ class BodhiApp(ExtensionApp):
         self.limiter = RateLimiter(parent=self, log=self.log)
         self.usage = UsageRecorder(self.database, log=self.log)
         self.audit = AuditLog(self.database, log=self.log)
+        self.quotas = QuotaPolicy(self.limiter, self.usage, self.database, parent=self,
+                                  log=self.log)
         self.conversations = ConversationStore(self.database)
         self.pulls = PullManager(self.database, self.registry, parent=self, log=self.log)
         self.metrics = BodhiMetrics(self.supervisor)
@@ -155,7 +158,8 @@ class BodhiApp(ExtensionApp):
         objects = {"BodhiApp": self, "EngineSupervisor": self.supervisor,
                    "LlamaServerLauncher": self.launcher, "ModelRegistry": self.registry,
                    "ModelDiscovery": self.registry.discovery, "Database": self.database,
-                   "RolePolicy": self.roles, "RateLimiter": self.limiter}
+                   "RolePolicy": self.roles, "RateLimiter": self.limiter,
+                   "QuotaPolicy": self.quotas}
         cli = Config()  # the command line: the server's, then what it passed on to us
         for part in (getattr(self.serverapp, "cli_config", None), self.cli_config):
             if part:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+from .engine.launcher import server_flags
 from .errors import BodhiAPIError
 from .inference import PreparedRequest
 from .models.registry import ResolvedModel
@@ -30,25 +31,11 @@ _CONVERSATION = {"chat": None, "messages": "system", "responses": "instructions"
 
 def slot_context(model: ResolvedModel, launcher_args: Iterable[str] = ()) -> int | None:
     """Tokens one request may use in the engine started for ``model``: ``ctx_size /
-    parallel`` as llama-server splits it, with flags in extra arguments applied the way the
-    engine reads them (the last one wins). None when it cannot be known."""
-    ctx, parallel, unified = model.server.ctx_size, model.server.parallel, False
-    args = [*launcher_args, *model.server.extra_args]  # the order of the command line
-    try:
-        for i, arg in enumerate(args):
-            name, eq, value = arg.partition("=")
-            if not eq:
-                value = args[i + 1] if i + 1 < len(args) else ""
-            if name in ("-c", "--ctx-size"):
-                ctx = int(value)
-            elif name in ("-np", "--parallel"):
-                parallel = int(value)
-            elif name in ("-kvu", "--kv-unified"):
-                unified = True
-            elif name in ("-no-kvu", "--no-kv-unified"):
-                unified = False
-    except ValueError:
+    parallel`` as llama-server splits it. None when it cannot be known."""
+    flags = server_flags(model, launcher_args)
+    if flags is None:
         return None
+    ctx, parallel, unified = flags
     if ctx <= 0 or parallel <= 0:  # the model's own size, or chosen by the engine
         return None
     return ctx if unified else ctx // parallel

@@ -111,16 +111,18 @@ def test_the_trait_says_what_may_change_and_within_which_bounds(database):
 
 def test_the_real_classes_mark_their_run_time_settings():
     from bodhi_jupyter.auth.limits import RateLimiter
+    from bodhi_jupyter.auth.quotas import QuotaPolicy
     from bodhi_jupyter.engine.supervisor import EngineSupervisor as Real
     from bodhi_jupyter.settings import runtime_mutable
 
-    mutable = {f"{cls.__name__}.{name}" for cls in (Real, RateLimiter)
+    mutable = {f"{cls.__name__}.{name}" for cls in (Real, RateLimiter, QuotaPolicy)
                for name, trait in cls.class_traits(config=True).items()
                if runtime_mutable(trait)}
     assert mutable == {"EngineSupervisor.keep_alive", "EngineSupervisor.max_loaded",
                        "EngineSupervisor.max_loaded_per_user",
-                       "EngineSupervisor.capacity_timeout", "RateLimiter.per_token",
-                       "RateLimiter.per_user"}
+                       "EngineSupervisor.capacity_timeout", "EngineSupervisor.fair_admission",
+                       "RateLimiter.per_token", "RateLimiter.per_user", "QuotaPolicy.default",
+                       "QuotaPolicy.group_quotas"}
     bounds = {n: Real.class_traits()[n].min for n in ("keep_alive", "max_loaded",
                                                       "max_loaded_per_user",
                                                       "capacity_timeout")}
@@ -190,7 +192,7 @@ async def test_settings_report_value_and_source(http, bodhi_app):
     assert all(s["help"] for s in settings.values())
     assert {k.split(".")[0] for k in settings} == {
         "BodhiApp", "EngineSupervisor", "LlamaServerLauncher", "ModelRegistry",
-        "ModelDiscovery", "Database", "RolePolicy", "RateLimiter"}
+        "ModelDiscovery", "Database", "RolePolicy", "RateLimiter", "QuotaPolicy"}
     assert "BodhiApp.log_level" not in settings  # Jupyter's own, not ours
 
     page = (await http.get("app/settings", params={"page": 2, "page_size": 5})).json()

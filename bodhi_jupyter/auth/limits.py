@@ -49,25 +49,34 @@ class RateLimiter(LoggingConfigurable):
             keys.append((("token", principal.token_id), self.per_token))
         if self.per_user > 0:
             keys.append((("user", principal.name), self.per_user))
+        refused = self.take(keys)
+        if refused is not None:
+            seconds, (kind, _), limit = refused
+            raise BodhiAPIError(
+                429, f"Rate limit exceeded: at most {limit} requests per minute per {kind}; "
+                f"retry in {seconds} s", code="rate_limit_exceeded",
+                headers={"Retry-After": str(seconds)})
+
+    def take(self, keys: list[tuple[tuple[str, str], int]]) -> tuple[int, tuple, int] | None:
+        """Count one hit on every ``(key, limit)``, or on none of them when one is full:
+        then (whole seconds until it has room, that key, its limit). Other limits (the
+        per-group quotas) count here too, under keys of their own."""
         now = self.clock()
         self._sweep(now)
         if not keys:
-            return
+            return None
         waits = []
         for key, limit in keys:
             hits = self._window(key, now)
             if len(hits) >= limit:
                 # room appears when the hit that keeps us at the limit leaves the window
-                waits.append((hits[len(hits) - limit] + WINDOW - now, key[0], limit))
+                waits.append((hits[len(hits) - limit] + WINDOW - now, key, limit))
         if waits:
-            wait, kind, limit = max(waits)
-            seconds = max(1, math.ceil(wait))
-            raise BodhiAPIError(
-                429, f"Rate limit exceeded: at most {limit} requests per minute per {kind}; "
-                f"retry in {seconds} s", code="rate_limit_exceeded",
-                headers={"Retry-After": str(seconds)})
+            wait, key, limit = max(waits)
+            return max(1, math.ceil(wait)), key, limit
         for key, _ in keys:
             self._hits.setdefault(key, deque()).append(now)
+        return None
 
     def _window(self, key: tuple[str, str], now: float) -> deque[float]:
         hits = self._hits.get(key, deque())

@@ -6,12 +6,38 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from traitlets import Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..models.registry import ResolvedModel
+
+
+def server_flags(model: ResolvedModel,
+                 launcher_args: Iterable[str] = ()) -> tuple[int, int, bool] | None:
+    """(ctx_size, parallel, kv_unified) of the engine started for ``model``, with flags in
+    extra arguments applied the way the engine reads them (the last one wins); None when a
+    value does not parse."""
+    ctx, parallel, unified = model.server.ctx_size, model.server.parallel, False
+    args = [*launcher_args, *model.server.extra_args]  # the order of the command line
+    try:
+        for i, arg in enumerate(args):
+            name, eq, value = arg.partition("=")
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+            if name in ("-c", "--ctx-size"):
+                ctx = int(value)
+            elif name in ("-np", "--parallel"):
+                parallel = int(value)
+            elif name in ("-kvu", "--kv-unified"):
+                unified = True
+            elif name in ("-no-kvu", "--no-kv-unified"):
+                unified = False
+    except ValueError:
+        return None
+    return ctx, parallel, unified
 
 
 class LlamaServerLauncher(LoggingConfigurable):

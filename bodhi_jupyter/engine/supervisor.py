@@ -10,18 +10,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..background import BackgroundTasks
 from ..request_id import log_suffix
 from ..models.registry import ResolvedModel
-from .launcher import LlamaServerLauncher
+from .fair_queue import Abandoned, FairGate
+from .launcher import LlamaServerLauncher, server_flags
 from .process import EngineProcess, EngineStartError, EngineState, engine_key
 
 
 class CapacityError(RuntimeError):
     """Every loaded engine is busy and the cap forbids another one (HTTP 503)."""
+
+
+class ClientGone(RuntimeError):
+    """The client left while its request waited for a slot (nothing was sent)."""
+
+
+#: the owner of an engine every user shares (EngineSupervisor.share_engines)
+SHARED = "*"
 
 
 class EngineUnavailable(RuntimeError):
@@ -40,7 +49,26 @@ class _Failures:
 
 
 class EngineSupervisor(LoggingConfigurable):
-    """One llama-server per (owner, model configuration); the policy lives here."""
+    """One llama-server per (owner, model configuration), or per model configuration when
+    engines are shared; the policy lives here."""
+
+    share_engines = Bool(
+        False,
+        help="One engine per model configuration, shared by every user (its owner shows as "
+        "'*'; unloading it by hand needs admin), instead of one per user and model. Usage, "
+        "quotas and fair admission stay per user. max_loaded_per_user does not apply to "
+        "shared engines (see QuotaPolicy loaded_models). Takes effect for engines started "
+        "after a restart.",
+    ).tag(config=True)
+
+    fair_admission = Bool(
+        True,
+        help="At most an engine's parallel slots (-np) of requests in flight at the engine; "
+        "further requests wait here and each freed slot goes to the waiting user who holds "
+        "the fewest (FIFO within a user), so one user's many streams cannot starve another "
+        "user's single request. The wait counts against capacity_timeout. False: every "
+        "request goes straight to the engine, which queues them first come, first served.",
+    ).tag(config=True, runtime=True)
 
     # runtime=True: may change while the server runs (bodhi/app/settings), see settings.py
     keep_alive = Int(
@@ -101,28 +129,102 @@ class EngineSupervisor(LoggingConfigurable):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks = BackgroundTasks(self.log)
         self._changed: asyncio.Future | None = None  # resolved at the next change
+        self._gates: dict[str, FairGate] = {}  # engine key -> admission; kept across restarts
+        self._leases: dict[str, dict[str, int]] = {}  # user -> {engine key: leases held}
         self._closing = False
         self.starts_total = 0
         self.crashes_total = 0
 
+    # -- ownership -------------------------------------------------------------------------
+    def engine_owner(self, user: str) -> str:
+        """Whose engines serve ``user``: their own, or the shared ones."""
+        return SHARED if self.share_engines else user
+
+    def key_for(self, user: str, model: ResolvedModel, embedding: bool = False) -> str:
+        return engine_key(self.engine_owner(user), model, embedding)
+
+    def engines_of(self, user: str) -> list[EngineProcess]:
+        """Engines loaded (or starting) for ``user`` alone; none when engines are shared."""
+        return [e for e in self.engines.values() if e.owner == user]
+
+    def leased_keys(self, user: str) -> set[str]:
+        """Engines ``user`` holds or waits for leases on right now."""
+        return set(self._leases.get(user, ()))
+
+    def slots(self, model: ResolvedModel) -> int:
+        """Parallel slots of the engine for ``model`` (0: unknown, the engine chooses)."""
+        flags = server_flags(model, self.launcher.extra_args)
+        return max(0, flags[1]) if flags is not None else 0
+
+    def gate(self, user: str, model: ResolvedModel, embedding: bool = False) -> FairGate | None:
+        """The admission gate of the engine ``user`` would get (None until first used)."""
+        return self._gates.get(self.key_for(user, model, embedding))
+
     # -- leasing ---------------------------------------------------------------------------
     @asynccontextmanager
-    async def lease(self, owner: str, model: ResolvedModel, embedding: bool = False):
-        """Hold an engine for one request or stream; idle time counts from the release."""
-        engine = await self.acquire(owner, model, embedding)
-        ok = False
+    async def lease(self, owner: str, model: ResolvedModel, embedding: bool = False,
+                    gone: asyncio.Event | None = None):
+        """Hold an engine for one request or stream; idle time counts from the release.
+
+        ``owner`` is the user asking. With ``fair_admission`` the request first waits for
+        one of the engine's slots (fairly across users); setting ``gone`` while it waits
+        gives its place up (ClientGone). A stream holds its slot until it ends."""
+        key = self.key_for(owner, model, embedding)
+        deadline = time.monotonic() + self.capacity_timeout
+        held = self._leases.setdefault(owner, {})
+        held[key] = held.get(key, 0) + 1
+        gate = None
         try:
-            yield engine
-            ok = True
+            if self.fair_admission:
+                gate = await self._admit(key, owner, model, deadline, gone)
+            engine = await self.acquire(owner, model, embedding, deadline=deadline)
+            ok = False
+            try:
+                yield engine
+                ok = True
+            finally:
+                self.release(engine, ok)
         finally:
-            self.release(engine, ok)
+            if gate is not None:
+                gate.release(owner)
+                if gate.idle and self._gates.get(key) is gate:
+                    del self._gates[key]
+            held[key] -= 1
+            if not held[key]:
+                del held[key]
+                if not held:
+                    self._leases.pop(owner, None)
+
+    async def _admit(self, key: str, user: str, model: ResolvedModel, deadline: float,
+                     gone: asyncio.Event | None) -> FairGate:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = FairGate(self.slots(model))
+        try:
+            await gate.acquire(user, max(0.0, deadline - time.monotonic()), gone)
+        except asyncio.TimeoutError:
+            if gate.idle and self._gates.get(key) is gate:
+                del self._gates[key]
+            raise CapacityError(
+                f"All {gate.slots} slots of the engine for '{model.id}' are busy and "
+                f"{gate.waiting} other request(s) wait; waited {self.capacity_timeout:g} s "
+                "(EngineSupervisor.capacity_timeout). Retry later.") from None
+        except Abandoned:
+            if gate.idle and self._gates.get(key) is gate:
+                del self._gates[key]
+            raise ClientGone(f"the client left while waiting for '{model.id}'") from None
+        return gate
 
     async def acquire(self, owner: str, model: ResolvedModel,
-                      embedding: bool = False) -> EngineProcess:
+                      embedding: bool = False, deadline: float | None = None) -> EngineProcess:
+        """The engine for ``owner``'s requests to ``model``, started if need be, counted
+        in flight until ``release``; no admission gate (``lease`` adds it)."""
         if self._closing:
             raise EngineUnavailable("the server is shutting down")
+        owner = self.engine_owner(owner)
         key = engine_key(owner, model, embedding)
-        deadline = time.monotonic() + self.capacity_timeout
+        if deadline is None:
+            deadline = time.monotonic() + self.capacity_timeout
         while True:
             engine = self.engines.get(key)
             if engine is not None and engine.state == EngineState.READY:
@@ -199,7 +301,7 @@ class EngineSupervisor(LoggingConfigurable):
 
     def next_start_in(self, owner: str, model: ResolvedModel, embedding: bool = False) -> float:
         """Seconds until a failing engine may be started again (0: now)."""
-        return self._backoff_remaining(engine_key(owner, model, embedding))
+        return self._backoff_remaining(self.key_for(owner, model, embedding))
 
     def _check_backoff(self, key: str, model: ResolvedModel) -> None:
         remaining = self._backoff_remaining(key)
@@ -217,7 +319,7 @@ class EngineSupervisor(LoggingConfigurable):
         failure.cause = cause
 
     def failure_count(self, owner: str, model: ResolvedModel, embedding: bool = False) -> int:
-        failure = self._failures.get(engine_key(owner, model, embedding))
+        failure = self._failures.get(self.key_for(owner, model, embedding))
         return failure.count if failure else 0
 
     def _on_exit(self, engine: EngineProcess) -> None:
@@ -289,7 +391,8 @@ class EngineSupervisor(LoggingConfigurable):
     def _has_room(self, owner: str) -> bool:
         if self.max_loaded and self._loaded_count() >= self.max_loaded:
             return False
-        if self.max_loaded_per_user and self._loaded_count(owner) >= self.max_loaded_per_user:
+        if (self.max_loaded_per_user and owner != SHARED
+                and self._loaded_count(owner) >= self.max_loaded_per_user):
             return False
         return True
 

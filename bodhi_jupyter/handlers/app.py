@@ -14,6 +14,7 @@ from tornado import web
 
 from .. import __version__
 from ..engine.process import EngineProcess, tail_lines
+from ..engine.supervisor import SHARED
 from ..errors import BodhiAPIError, invalid
 from ..jsonbody import parse_json_object
 from ..metrics import CONTENT_TYPE
@@ -61,9 +62,10 @@ def process_json(engine: EngineProcess) -> dict:
 
 class AppHandler(BodhiHandler):
     def engine(self, process_id: str) -> EngineProcess:
-        """Someone else's process does not exist for a non-admin."""
+        """Someone else's process does not exist for a non-admin; shared ones are
+        everyone's to see."""
         engine = self.bodhi.supervisor.engines.get(process_id)
-        if engine is None or (engine.owner != self.principal.name
+        if engine is None or (engine.owner not in (self.principal.name, SHARED)
                               and not self.principal.can("admin")):
             raise BodhiAPIError(404, f"No such process: {process_id}",
                                 code="process_not_found")
@@ -105,7 +107,7 @@ class ProcessesHandler(AppHandler):
         page = self.page()
         owner = self.visible_owner(everyone_by_default=True)
         engines = [e for e in self.bodhi.supervisor.engines.values()
-                   if owner is None or e.owner == owner]
+                   if owner is None or e.owner in (owner, SHARED)]
         engines.sort(key=lambda e: (e.owner, e.model.id, e.embedding, e.id))
         visible = engines[page.offset:page.offset + page.page_size]
         self.finish(page.body([process_json(e) for e in visible], len(engines)))
@@ -145,6 +147,9 @@ class ProcessHandler(AppHandler):
     @requires("write")
     async def delete(self, process_id: str):
         engine = self.engine(process_id)
+        if engine.owner == SHARED and not self.principal.can("admin"):
+            raise BodhiAPIError(403, "Only an admin may unload an engine every user shares",
+                                code="insufficient_scope")
         await self.bodhi.supervisor.unload(engine)
         self.audit("engine.unload", engine.id, model=engine.model.id,
                    embedding=engine.embedding, owner=engine.owner)

@@ -14,6 +14,7 @@ from tornado import web
 from .. import __version__
 from .. import ollama
 from ..engine.process import EngineState
+from ..engine.supervisor import SHARED
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..jsonbody import parse_json_object
@@ -83,8 +84,7 @@ class OllamaInference(OllamaMixin, InferenceHandler):
             with domain_errors_as_http():
                 leased = time.perf_counter()
                 running = set(self.bodhi.supervisor.engines)
-                async with self.bodhi.supervisor.lease(self.owner, request.model,
-                                                       request.embedding) as engine:
+                async with self.lease_engine(request.model, request.embedding) as engine:
                     self._timing.load_s = time.perf_counter() - leased
                     if self._t.load_only:  # Ollama's "load it" (an empty prompt)
                         self.audit("engine.load", engine.id, model=request.model.id,
@@ -98,10 +98,13 @@ class OllamaInference(OllamaMixin, InferenceHandler):
             return
 
     async def _unload(self, model: ResolvedModel) -> None:
-        """The caller's idle engines for the model go; one that is answering stays."""
+        """The caller's idle engines for the model go; one that is answering stays. A
+        shared engine goes only for an admin."""
         supervisor = self.bodhi.supervisor
+        mine = {self.owner, SHARED} if self.principal.can("admin") else {self.owner}
         for engine in list(supervisor.engines.values()):
-            if (engine.owner, engine.model.id, engine.in_flight) == (self.owner, model.id, 0):
+            if (engine.owner in mine and engine.model.id == model.id
+                    and engine.in_flight == 0):
                 await supervisor.unload(engine)
                 self.audit("engine.unload", engine.id, model=model.id,
                            embedding=engine.embedding, owner=engine.owner, api="ollama")
@@ -217,7 +220,7 @@ class PsHandler(OllamaHandler):
         supervisor = self.bodhi.supervisor
         admin = self.principal.can("admin")
         engines = [e for e in supervisor.engines.values() if e.state == EngineState.READY
-                   and (admin or e.owner == self.owner)
+                   and (admin or e.owner in (self.owner, SHARED))
                    and self.principal.may_use_model(e.model.id)]
         facts = await asyncio.to_thread(
             lambda: [ollama.model_facts(e.model.path) for e in engines])

@@ -3,14 +3,18 @@ supervisor. Response bodies from the engine are forwarded byte for byte."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+from contextlib import asynccontextmanager
 
 from tornado import web
 
 from .. import infill
+from ..auth.quotas import QuotaExceeded
 from ..engine.process import EngineFailed
+from ..engine.supervisor import ClientGone
 from ..engine.upstream import UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
@@ -131,6 +135,7 @@ class InferenceHandler(OpenAIHandler):
         self._body_parts: list[bytes] | None = []
         self._body_size = 0
         self._target: str | None = None  # the router target serving: X-Bodhi-Target
+        self._gone = asyncio.Event()  # set when the client leaves: gives a queued place up
 
     def set_default_headers(self) -> None:
         super().set_default_headers()  # runs again when an error clears the headers
@@ -168,6 +173,7 @@ class InferenceHandler(OpenAIHandler):
         # the client left: dropping the engine connection makes llama-server stop generating
         if self._upstream is not None:
             self._upstream.close()
+        self._gone.set()
         super().on_connection_close()
 
     @web.authenticated
@@ -182,14 +188,62 @@ class InferenceHandler(OpenAIHandler):
         await self._serve_counted(request, started)
 
     async def _serve_counted(self, request: PreparedRequest, started: float) -> None:
-        """Serve, and record usage and metrics whatever the outcome."""
+        """Serve, and record usage and metrics whatever the outcome (a request over a
+        quota is refused before: it records nothing)."""
+        async with self._within_quotas():
+            try:
+                await self._serve(request)
+            except ClientGone:
+                self._status = CLIENT_GONE  # left while waiting for a slot
+            except BodhiAPIError as e:
+                self._status = e.status
+                raise
+            finally:
+                self._record(request, started)
+
+    @asynccontextmanager
+    async def _within_quotas(self):
+        quotas = self.bodhi.quotas
         try:
-            await self._serve(request)
-        except BodhiAPIError as e:
-            self._status = e.status
+            await quotas.admit(self.principal)
+        except QuotaExceeded as e:
+            self.quota_refused(e)
             raise
+        try:
+            yield
         finally:
-            self._record(request, started)
+            quotas.leave(self.principal)
+
+    @asynccontextmanager
+    async def lease_engine(self, model: ResolvedModel, embedding: bool):
+        """The caller's engine for ``model``: the loaded-models quota, then a lease that
+        waits its turn for a slot (given up if the client leaves meanwhile)."""
+        supervisor = self.bodhi.supervisor
+        try:
+            await self.bodhi.quotas.check_loaded(self.principal, supervisor, model, embedding)
+        except QuotaExceeded as e:
+            self.quota_refused(e)
+            raise
+        async with supervisor.lease(self.owner, model, embedding, gone=self._gone) as engine:
+            yield engine
+
+    def quota_refused(self, err: QuotaExceeded) -> None:
+        """Log a refusal, and put it in the audit log where there is one."""
+        p = self.principal
+        self.log.info("bodhi: %s over the %s quota (%s)", p.name, err.quota, err.limit)
+        audit = getattr(self.bodhi, "audit", None)
+        if audit is None:
+            return
+        if p.is_token:
+            via = f"bodhi_token:{p.token_id}"
+        else:
+            via = "hub" if getattr(self.current_user, "hub_user", None) else "jupyter"
+        try:
+            audit.record("quota.refused", actor=p.name, via=via,
+                         address=self.request.remote_ip,
+                         details={"quota": err.quota, "limit": err.limit})
+        except Exception as e:  # bookkeeping never turns a 429 into a 500
+            self.log.error("bodhi: could not audit a quota refusal: %s", e)
 
     def _record(self, request: PreparedRequest, started: float) -> None:
         p = self.principal
@@ -199,6 +253,8 @@ class InferenceHandler(OpenAIHandler):
                            prompt_tokens=self._tokens[0], completion_tokens=self._tokens[1],
                            notebook=p.notebook, groups=p.groups)
         self.bodhi.usage.record(entry)  # queued; written in batches off the event loop
+        self.bodhi.quotas.spent(p.name, entry.prompt_tokens + entry.completion_tokens,
+                                entry.at)
         self.bodhi.metrics.observe(entry)
 
     async def _serve(self, request: PreparedRequest) -> None:
@@ -247,8 +303,7 @@ class InferenceHandler(OpenAIHandler):
                 forwarding.check_caller(self.principal)
             await self._forward(self.bodhi.upstreams.forwarder(model.remote), request)
             return
-        async with self.bodhi.supervisor.lease(self.owner, model,
-                                               request.embedding) as engine:
+        async with self.lease_engine(model, request.embedding) as engine:
             await self._forward(engine, request)
 
     async def _open(self, engine, request: PreparedRequest) -> UpstreamResponse:
