@@ -32,6 +32,7 @@ CHAT = {"model": ALIAS, "max_tokens": 3, "messages": [{"role": "user", "content"
 SERVICE = "bodhi"
 USERS = ["alice", "bob", "carol", "dana", "erin", "boss"]
 SHARED = "share_engines" in EngineSupervisor.class_trait_names()
+STAFF_CONCURRENT = 3
 
 
 def write_jupyter_config(config_dir, settings: dict,
@@ -62,6 +63,8 @@ def hub(tmp_path_factory, postgres_cluster):
         "EngineSupervisor": {"stop_grace": 2.0},
         "RolePolicy": {"group_roles": {"bodhi-admins": "admin"}},
         "UpstreamRegistry": {"secret_key_file": str(tmp / "service-secret.key")},
+        # the load test's quota: staff (alice, bob) may have 3 requests at once
+        "QuotaPolicy": {"group_quotas": {"staff": {"concurrent": STAFF_CONCURRENT}}},
     }, name="bodhi_service_config")  # the service's own config file
     user_config = write_jupyter_config(tmp / "user-config", {
         "ServerApp": {"allow_unauthenticated_access": False},
@@ -265,3 +268,156 @@ print(llm.chat.completions.create(**{CHAT!r}).choices[0].message.content)
     assert r.status_code == 403, r.text
     assert "as its owner 'alice'" in r.json()["error"]["message"], r.text
     assert {r["user"]: r["requests"] for r in usage(hub, "user")} == after
+
+
+# -- audit, in service mode ------------------------------------------------------------------
+class ServiceTrail:
+    """Reads the service's audit log after each step as an admin (dana, by her hub group),
+    and the service's output (the hub's log) for the step's one structured line."""
+
+    def __init__(self, hub):
+        self.hub, self.seen = hub, 0
+        entries = self.entries()
+        self.seen = max((e["id"] for e in entries), default=0)
+
+    def entries(self) -> list[dict]:
+        r = on_service(self.hub, "GET", "app/audit", "dana", params={"page_size": 200})
+        assert r.status_code == 200, r.text
+        return r.json()["data"]
+
+    def one(self, action: str, target: str | None, actor: str = "dana") -> dict:
+        fresh = [e for e in self.entries() if e["id"] > self.seen]
+        assert [e["action"] for e in fresh] == [action], fresh
+        (entry,) = fresh
+        self.seen = entry["id"]
+        assert (entry["actor"], entry["via"], entry["address"], entry["target"]) == (
+            actor, "hub", "127.0.0.1", target), entry
+        lines = [line for line in self.hub.log().splitlines()
+                 if "bodhi-audit " in line and entry["request_id"] in line]
+        assert len(lines) == 1, lines
+        logged = json.loads(lines[0].split("bodhi-audit ", 1)[1])
+        assert logged == {k: v for k, v in entry.items() if k != "id"}
+        return entry
+
+
+def test_each_change_to_the_service_leaves_exactly_one_audit_entry(hub):
+    trail = ServiceTrail(hub)
+    r = on_service(hub, "POST", "app/tokens", "dana", json={"name": "svc", "scope": "write"})
+    assert r.status_code == 201, r.text
+    token = r.json()
+    trail.one("token.create", token["id"])
+    assert on_service(hub, "PUT", f"app/tokens/{token['id']}", "dana",
+                      json={"status": "inactive"}).status_code == 200
+    assert trail.one("token.update", token["id"])["details"]["changes"] == {
+        "status": "inactive"}
+    assert on_service(hub, "DELETE", f"app/tokens/{token['id']}", "dana").status_code == 204
+    trail.one("token.delete", token["id"])
+
+    key = "EngineSupervisor.keep_alive"
+    r = on_service(hub, "PUT", f"app/settings/{key}", "dana", json={"value": 120})
+    assert r.status_code == 200, r.text
+    assert trail.one("setting.update", key)["details"]["value"] == 120
+    assert on_service(hub, "DELETE", f"app/settings/{key}", "dana").status_code == 200
+    trail.one("setting.reset", key)
+
+    r = on_service(hub, "POST", "app/aliases", "dana", json={"name": "svc-alias",
+                                                             "model": ALIAS})
+    assert r.status_code == 201, r.text
+    trail.one("alias.create", "svc-alias")
+    assert on_service(hub, "DELETE", "app/aliases/svc-alias", "dana").status_code == 204
+    trail.one("alias.delete", "svc-alias")
+
+    secret = "sk-fleet-7c1e0b55a9"
+    r = on_service(hub, "POST", "app/upstreams", "dana", json={
+        "name": "fleet", "base_url": "http://127.0.0.1:9/v1", "api_key": secret})
+    assert r.status_code == 201, r.text
+    assert trail.one("upstream.create", "fleet")["details"]["api_key"] == "set"
+    assert on_service(hub, "DELETE", "app/upstreams/fleet", "dana").status_code == 204
+    trail.one("upstream.delete", "fleet")
+
+    r = on_service(hub, "POST", "app/processes", "dana", json={"model": ALIAS})
+    assert r.status_code == 201, r.text
+    engine = r.json()
+    trail.one("engine.load", engine["id"])
+    assert on_service(hub, "DELETE", f"app/processes/{engine['id']}", "dana").status_code == 204
+    trail.one("engine.unload", engine["id"])
+
+    # nobody's secret in any entry, nor in the service's log lines
+    dump = json.dumps(trail.entries())
+    assert secret not in dump and "bodhi_" not in dump.replace('"bodhi_token:', "")
+    assert secret not in hub.log()
+
+
+# -- load: two hub users at once through the shared service ----------------------------------
+async def _chat_stream(client: httpx.AsyncClient, who: str, i: int) -> tuple[int, str]:
+    body = {**CHAT, "stream": True, "max_tokens": 8,
+            "stream_options": {"include_usage": True}, "messages": [
+        {"role": "user", "content": f"[delay=0.05] request {i} of {who}"}]}
+    async with client.stream("POST", "v1/chat/completions", json=body) as r:
+        text = (await r.aread()).decode()
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "quota_concurrent", text
+            assert int(r.headers["Retry-After"]) >= 1
+        return r.status_code, text
+
+
+async def test_two_users_at_once_complete_or_get_a_quota_429_and_lose_nothing(hub):
+    import asyncio
+    from datetime import datetime, timezone
+
+    since = datetime.now(timezone.utc).isoformat()
+    audit_before = ServiceTrail(hub).seen
+    rounds, wave = 3, 5  # per user: 3 waves of 5 at once, over a quota of 3 at once
+    outcomes: dict[str, list[int]] = {}
+
+    async def user(who: str) -> None:
+        async with httpx.AsyncClient(base_url=f"{hub.service}bodhi/", timeout=60, headers={
+                "Authorization": f"Bearer {hub.tokens[who]}"}) as client:
+            for n in range(rounds):
+                done = await asyncio.gather(*(_chat_stream(client, who, n * wave + i)
+                                              for i in range(wave)))
+                for status, text in done:
+                    assert status in (200, 429), (status, text)
+                    if status == 200:
+                        assert text.rstrip().endswith("data: [DONE]"), text[-200:]
+                outcomes.setdefault(who, []).extend(status for status, _ in done)
+
+    await asyncio.wait_for(asyncio.gather(user("alice"), user("bob")), timeout=120)
+    for who in ("alice", "bob"):
+        assert outcomes[who].count(200) >= rounds * STAFF_CONCURRENT, outcomes
+        assert outcomes[who].count(429) >= 1, outcomes  # 5 at once over a quota of 3
+
+    # every answered request is in the usage, and no refused one
+    r = on_service(hub, "GET", "app/usage", "dana",
+                   params={"group_by": "user", "user": "*", "since": since})
+    assert r.status_code == 200, r.text
+    used = {row["user"]: row for row in r.json()["data"]}
+    for who in ("alice", "bob"):
+        assert used[who]["requests"] == outcomes[who].count(200), (used, outcomes)
+        assert used[who]["errors"] == 0 and used[who]["completion_tokens"] > 0, used
+    # ... and every refusal is in the audit log, as the quota it hit
+    r = on_service(hub, "GET", "app/audit", "dana",
+                   params={"action": "quota.refused", "page_size": 200})
+    refused = [e for e in r.json()["data"] if e["id"] > audit_before]
+    for who in ("alice", "bob"):
+        mine = [e for e in refused if e["actor"] == who]
+        assert len(mine) == outcomes[who].count(429), (mine, outcomes)
+
+    # neither can read the other's conversations or tokens
+    r = on_service(hub, "POST", "app/conversations", "alice", json={"title": "alice only"})
+    assert r.status_code == 201, r.text
+    conversation = r.json()["id"]
+    r = on_service(hub, "POST", "app/tokens", "alice", json={"name": "mine", "scope": "read"})
+    assert r.status_code == 201, r.text
+    token = r.json()["id"]
+    listed = on_service(hub, "GET", "app/conversations", "bob").json()["data"]
+    assert conversation not in [c["id"] for c in listed]
+    assert token not in [t["id"] for t in on_service(hub, "GET", "app/tokens",
+                                                     "bob").json()["data"]]
+    for method, path in (("GET", f"app/conversations/{conversation}"),
+                         ("DELETE", f"app/conversations/{conversation}"),
+                         ("GET", f"app/tokens/{token}"), ("DELETE", f"app/tokens/{token}")):
+        assert on_service(hub, method, path, "bob").status_code == 404, (method, path)
+    assert on_service(hub, "GET", f"app/conversations/{conversation}",
+                      "alice").status_code == 200
+    assert on_service(hub, "DELETE", f"app/tokens/{token}", "alice").status_code == 204

@@ -2,10 +2,9 @@
 and what, and nothing secret; refused requests leave none; ``GET bodhi/app/audit`` filters,
 pages and is for admins only.
 
-The tests run once per deployment mode in ``MODES``. Only the per-user mode (bodhi inside
-each person's Jupyter server) exists yet; for the shared JupyterHub service add "service"
-to ``MODES`` and give its server config in ``mode_config`` and its admin's credential in
-``admin`` (a hub user's token: actor that user, via "hub"). The test bodies stay as they are.
+These run in the per-user mode (bodhi inside a person's Jupyter server, in-process here);
+the shared JupyterHub service's audit trail, with hub users as actors (via "hub"), is
+tested against a real hub in tests/test_hub_service.py.
 """
 
 from __future__ import annotations
