@@ -30,6 +30,7 @@ class Execution:
     stdout: str = ""
     stderr: str = ""
     results: list[str] = field(default_factory=list)  # text/plain of execute_result
+    displays: list[str] = field(default_factory=list)  # text/plain of (updated) displays
     error: dict | None = None  # {ename, evalue, traceback}
     status: str | None = None  # of the execute_reply
 
@@ -82,6 +83,8 @@ class KernelChannels:
                         out.stdout += content["text"]
                     else:
                         out.stderr += content["text"]
+                elif kind in ("display_data", "update_display_data"):
+                    out.displays.append(content["data"].get("text/plain", ""))
                 elif kind == "execute_result":
                     out.results.append(content["data"].get("text/plain", ""))
                 elif kind == "error":

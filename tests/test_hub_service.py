@@ -226,7 +226,7 @@ def test_a_browser_signs_in_through_the_hub_oauth(hub):
         assert r.status_code == 200 and ALIAS in [m["id"] for m in r.json()["data"]], r.text
 
 
-async def test_a_user_server_sends_client_chats_to_the_service_as_its_user(hub):
+async def test_a_user_server_sends_client_magic_and_panel_chats_to_the_service_as_its_user(hub):
     from .kernel_exec import KernelChannels, start_session
 
     hub.start_server("alice")
@@ -249,14 +249,33 @@ import bodhi_jupyter
 llm = bodhi_jupyter.client(max_retries=0, timeout=60)
 print(llm.chat.completions.create(**{CHAT!r}).choices[0].message.content)
 """)).check().stdout
+        # the magics work the same in a forwarding server
+        (await channels.execute("%load_ext bodhi_jupyter")).check()
+        magic = (await channels.execute(f"%%bodhi -m {ALIAS} -n 3\nhello")).check()
+        listing = (await channels.execute("%bodhi_models")).check()
     finally:
         channels.close()
         httpx.delete(base + f"api/sessions/{session_id}", timeout=30,
                      headers={"Authorization": f"token {token}"})
     assert out.startswith("fake reply"), out
+    assert magic.displays and magic.displays[-1].startswith("fake reply"), magic
+    assert ALIAS in listing.results[-1], listing
+
+    # what the panel asks for works the same: models with their metadata, a conversation,
+    # a streamed chat
+    panel = httpx.Client(base_url=base + "bodhi/", timeout=60,
+                         headers={"Authorization": f"token {token}"})
+    with panel:
+        assert ALIAS in [m["id"] for m in panel.get("app/models").json()["data"]]
+        r = panel.post("app/conversations", json={"title": "through the service"})
+        assert r.status_code == 201, r.text
+        with panel.stream("POST", "v1/chat/completions", json={**CHAT, "stream": True}) as s:
+            assert s.status_code == 200
+            assert s.headers["content-type"].startswith("text/event-stream")
+            assert s.read().decode().rstrip().endswith("data: [DONE]")
 
     after = {r["user"]: r["requests"] for r in usage(hub, "user")}
-    assert after["alice"] - before.get("alice", 0) == 1, (before, after)
+    assert after["alice"] - before.get("alice", 0) == 3, (before, after)  # client, magic, panel
     assert set(after) <= set(before) | {"alice"}, after  # no server or service user
     r = httpx.get(base + "bodhi/app/processes", timeout=60,
                   headers={"Authorization": f"token {token}"})
