@@ -178,8 +178,12 @@ class BodhiApp(ExtensionApp):
         self.conversations.cut_off_streaming(server_owner())  # replies the last run left
         self.pulls.mark_interrupted()  # pulls the last run left: failed, resumable
         self.kernel_credentials_manager.purge_stale()  # kernel tokens a killed run left
-        self.log.info("bodhi: %d model(s) available; engine command %s",
-                      len(self.registry.list_models()), " ".join(self.launcher.binary()))
+        if self.registry.local:
+            self.log.info("bodhi: %d model(s) available; engine command %s",
+                          len(self.registry.list_models()), " ".join(self.launcher.binary()))
+        else:
+            self.log.info("bodhi: remote engines only (no local models or engines); %d "
+                          "upstream(s)", len(self.upstreams.list()))
 
     def open_storage(self) -> concurrent.futures.Future:
         """Start opening the storage (once); the future ends when it is open."""

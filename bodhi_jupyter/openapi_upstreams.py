@@ -28,13 +28,16 @@ def add_upstream_paths(paths: dict, schemas: dict, op, json, ref, error, path_pa
     }
     new = {
         "Upstream": {"type": "object", "required": ["name", "base_url", "models", "prefix",
-                                                    "has_api_key", "created_at",
-                                                    "updated_at"],
+                                                    "has_api_key", "source",
+                                                    "created_at", "updated_at"],
                      "properties": {"name": {"type": "string"}, "base_url": {"type": "string"},
                                     "models": {"type": ["array", "null"],
                                                "items": {"type": "string"}},
                                     "prefix": {"type": ["string", "null"]},
                                     "has_api_key": {"type": "boolean"},
+                                    "source": {"type": "string", "enum": ["api", "config"],
+                                               "description": "config: declared in "
+                                               "UpstreamRegistry.upstreams, read-only here"},
                                     "created_at": time, "updated_at": time}},
         "UpstreamRequest": {"type": "object", "required": ["name", "base_url"],
                             "additionalProperties": False,
@@ -65,10 +68,10 @@ def add_upstream_paths(paths: dict, schemas: dict, op, json, ref, error, path_pa
             "get": op("One upstream", {"200": json(ref("Upstream")), **errors},
                       params=[upstream], tag=tag),
             "put": op("Replace an upstream (admin); without api_key the key is kept",
-                      {"200": json(ref("Upstream")), **errors}, params=[upstream],
+                      {"200": json(ref("Upstream")), **errors, "409": error}, params=[upstream],
                       body=ref("UpstreamUpdate"), tag=tag),
             "delete": op("Remove an upstream (admin)", {"204": {"description": "Deleted"},
-                                                        **errors},
+                                                        **errors, "409": error},
                          params=[upstream], tag=tag),
         },
         "/app/upstreams/{name}/models": {"get": op(

@@ -86,6 +86,12 @@ class LlamaServerLauncher(LoggingConfigurable):
         return [sys.executable, "-m", "bodhi_jupyter.engine.llama_server_cli"]
 
     def command(self, model: ResolvedModel, port: int, embedding: bool) -> list[str]:
+        if not model.path or model.remote is not None or model.targets is not None:
+            from .process import EngineStartError  # process imports this module
+
+            # the last guard: a remote model or a router never becomes a local process
+            raise EngineStartError(f"'{model.id}' is not a local model file: no engine is "
+                                   "started for it")
         opts = model.server
         cmd = [*self.binary(), "--model", model.path, "--host", self.host, "--port", str(port),
                "--ctx-size", str(opts.ctx_size), "--parallel", str(opts.parallel),

@@ -80,6 +80,13 @@ class OllamaInference(OllamaMixin, InferenceHandler):
         if self._t.unload:
             await self._unload(request.model)
             return
+        if request.model.remote is not None or request.model.targets is not None:
+            if self._t.load_only:  # nothing to load here: the upstream holds its models
+                self._status = 200
+                self.finish(ollama.load_reply(self._t, self._name, self._timing))
+                return
+            await super()._serve(request)  # an upstream or a router: no local engine
+            return
         try:
             with domain_errors_as_http():
                 leased = time.perf_counter()

@@ -125,6 +125,10 @@ class AliasStore:
             validate_alias(given, spec, self.registry.model_roots())
         except InvalidAlias as e:
             raise invalid(str(e), param=e.param or "alias") from None
+        if not self.registry.local and spec.get("targets") is None:
+            raise invalid("this server runs no local models (ModelRegistry.local_models is "
+                          "off): only router aliases ('targets' over remote models) can be "
+                          "made here", param="model")
         return given, spec
 
     def _write(self, name: str, spec: dict, new: bool) -> dict:

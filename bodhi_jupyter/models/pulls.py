@@ -354,6 +354,10 @@ class PullManager(LoggingConfigurable):
         """Check with the hub (exists, accessible, fits the disk), record it and pull in
         the background. The same repo, file and revision while one runs: that one."""
         repo, filename, revision = validate_request(repo, filename, revision)
+        if not self.registry.local:
+            raise PullError(409, "local_models_off", "this server runs no local models "
+                            "(ModelRegistry.local_models is off): a downloaded file would "
+                            "never be served")
         revision = revision or "main"
         filename = split_parts(filename)[0]  # any part names the whole split model
         existing = self._active_for(repo, filename, revision)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from traitlets import Dict, Float, Int, default
+from traitlets import Bool, Dict, Float, Int, default
 from traitlets.config import LoggingConfigurable
 
 if TYPE_CHECKING:  # SQLAlchemy loads when a query first runs, not with the server
@@ -172,6 +172,14 @@ class ModelRegistry(LoggingConfigurable):
         "least this old; 0 rescans every time.",
     ).tag(config=True)
 
+    local_models = Bool(
+        True, help="Serve local model files (discovery, file aliases, engines started here). "
+        "False: this server fronts remote engines only (UpstreamRegistry.upstreams, or "
+        "upstreams added over bodhi/app/upstreams; router aliases across them): nothing is "
+        "scanned, no llama-server is ever started, bodhi/v1/models lists only the upstreams' "
+        "models and routers, and a request for a local model is a 404 saying so.",
+    ).tag(config=True)
+
     def __init__(self, database: Database, discovery: ModelDiscovery | None = None, **kwargs):
         super().__init__(**kwargs)
         self.database = database
@@ -184,9 +192,10 @@ class ModelRegistry(LoggingConfigurable):
         self._aliases: dict[str, dict] = {}
         #: remote models (models/upstreams.py UpstreamRegistry), consulted after local ones
         self.remote = None
-        #: False when every model is the hub's shared service's (BodhiApp.service_url):
-        #: local files and aliases are neither listed nor served
-        self.local = True
+        #: False when no local file is served: local_models is off, or every model is the
+        #: hub's shared service's (BodhiApp.service_url). Local files and file aliases are
+        #: then neither scanned, listed nor served; routers (over remote models) still are
+        self.local = self.local_models
 
     @default("aliases")
     def _default_aliases(self):
@@ -248,7 +257,10 @@ class ModelRegistry(LoggingConfigurable):
 
     # -- files -----------------------------------------------------------------------------
     def files(self) -> dict[str, ModelFile]:
-        """The files of the last scan (the first call scans: at start-up)."""
+        """The files of the last scan (the first call scans: at start-up); none at all
+        when local files are not served."""
+        if not self.local:
+            return {}
         if self._scanned_at is None:
             self._store_scan(self._scan_files())
         return self._files
@@ -299,9 +311,11 @@ class ModelRegistry(LoggingConfigurable):
     # -- resolution ------------------------------------------------------------------------
     def list_models(self) -> list[ResolvedModel]:
         """Every alias and file of the last scan (``await rescan()`` first for new files)."""
-        files = self.files() if self.local else {}
+        files = self.files()
         out = []
-        for name in sorted(self._aliases if self.local else ()):
+        for name in sorted(self._aliases):
+            if not self.local and not self._aliases[name].get("targets"):
+                continue  # a file alias: not served here
             try:
                 out.append(self.resolve(name))
             except ModelNotFound as e:
@@ -326,16 +340,19 @@ class ModelRegistry(LoggingConfigurable):
         return self.resolve(name)
 
     def resolve(self, name: str) -> ResolvedModel:
+        alias = self._aliases.get(name)
+        if alias is not None and alias.get("targets"):
+            return ResolvedModel(name, "", "router", NO_SERVER,
+                                 targets=tuple(alias["targets"]))
         if not self.local:
             remote = self.remote.lookup(name) if self.remote is not None else None
             if remote is None:
-                raise ModelNotFound(f"The model '{name}' does not exist")
+                raise ModelNotFound(f"The model '{name}' does not exist: this server runs "
+                                    "no local models (ModelRegistry.local_models is off or "
+                                    "a hub service serves them); GET bodhi/v1/models lists "
+                                    "the remote ones it serves")
             return self._from_remote(remote)
-        alias = self._aliases.get(name)
         if alias is not None:
-            if alias.get("targets"):
-                return ResolvedModel(name, "", "router", NO_SERVER,
-                                     targets=tuple(alias["targets"]))
             target = self._find_file(alias["model"])
             if target is None:
                 raise ModelNotFound(f"alias '{name}' points at '{alias['model']}', which is "

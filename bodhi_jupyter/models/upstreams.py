@@ -5,6 +5,11 @@ table. Its API key is stored only Fernet-encrypted; the Fernet key comes from
 ``UpstreamRegistry.secret_key`` or a file (created with mode 0600), never the database, so a
 copy of the database yields no key. Keys are never returned or logged.
 
+Upstreams can also come from config (``UpstreamRegistry.upstreams``): kept in memory, not in
+the database, their keys read from environment variables at storage open, so a deployment
+declares its engine fleet without putting a secret in a config file or the database. They
+are listed (``source: "config"``) but cannot be changed or deleted through the API.
+
 Its models are listed as ``<prefix><model>`` (prefix default ``<name>/``): the configured
 ``models``, or what its ``GET <base_url>/models`` reports. That list is fetched lazily (a
 listing or an unknown prefixed name asks for it), throttled, shared by concurrent callers,
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Float, Unicode, default
+from traitlets import Dict, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..engine.process import EngineFailed
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_MODELS = 1000
 FIELDS = ("name", "base_url", "api_key", "models", "prefix")
+#: the fields of a configured upstream: the key only by the name of its environment variable
+CONFIG_FIELDS = ("base_url", "api_key_env", "models", "prefix")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class Upstream:
     has_api_key: bool
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: "api" (stored), "config" (UpstreamRegistry.upstreams) or "service" (the hub's)
+    source: str = "api"
 
     @property
     def effective_prefix(self) -> str:
@@ -75,7 +84,7 @@ class Upstream:
         return {"name": self.name, "base_url": self.base_url,
                 "models": list(self.models) if self.models is not None else None,
                 "prefix": self.prefix, "has_api_key": self.has_api_key,
-                "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
+                "source": self.source, "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -144,6 +153,29 @@ def parse_upstream(body: dict, name: str | None = None) -> dict:
                           param="api_key")
         out["api_key"] = key
     return out
+
+
+def parse_config_upstream(name: str, spec) -> tuple[dict, str | None]:
+    """A configured upstream's fields (as :func:`parse_upstream`) and the name of the
+    environment variable holding its key; a ValueError says what is wrong."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"upstream {name!r}: must be a dict of {', '.join(CONFIG_FIELDS)}")
+    if "api_key" in spec:
+        raise ValueError(f"upstream {name!r}: a key is never written in config; put it in an "
+                         "environment variable and name that with 'api_key_env'")
+    unknown = set(spec) - set(CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"upstream {name!r}: unknown field {sorted(unknown)[0]!r}; known: "
+                         f"{', '.join(CONFIG_FIELDS)}")
+    env = spec.get("api_key_env")
+    if env is not None and (not isinstance(env, str) or not re.match(r"^[A-Za-z_]\w*$", env)):
+        raise ValueError(f"upstream {name!r}: 'api_key_env' must be an environment "
+                         "variable name")
+    body = {k: v for k, v in spec.items() if k != "api_key_env"}
+    try:
+        return parse_upstream({**body, "name": name}), env
+    except BodhiAPIError as e:
+        raise ValueError(f"upstream {name!r}: {e.message}") from None
 
 
 def not_found(name: str) -> BodhiAPIError:
@@ -318,6 +350,20 @@ class UpstreamRegistry(LoggingConfigurable):
         "of the system's (for a private CA).",
     ).tag(config=True)
 
+    upstreams = Dict(
+        help="""Upstreams declared by the deployment rather than over bodhi/app/upstreams:
+        {name: {"base_url": "http://fleet.internal:8080/v1", "api_key_env": "FLEET_KEY",
+        "models": [names] or absent (asked from its GET /models), "prefix": "fleet/" or
+        absent ('<name>/')}}. The key is read from the named environment variable when the
+        storage opens and is held in memory only; a literal key in config is refused.
+        Listed with source "config"; the API cannot change or delete them. A stored
+        upstream of the same name is hidden while one is configured.""",
+    ).tag(config=True)
+
+    @default("upstreams")
+    def _default_upstreams(self):
+        return {}
+
     def __init__(self, database: Database, **kwargs):
         super().__init__(**kwargs)
         self.database = database
@@ -392,6 +438,34 @@ class UpstreamRegistry(LoggingConfigurable):
         self._live = {}
         for row in rows:
             self._live[row.name] = self._make_live(row)
+        self.load_config()
+
+    def load_config(self) -> None:
+        """Install the configured upstreams (again), their keys from the environment; a
+        bad entry is logged and left out, the others still load."""
+        for name in [n for n, live in self._fixed.items() if live.view.source == "config"]:
+            self._fixed.pop(name).close()
+        for name, spec in sorted(self.upstreams.items()):
+            try:
+                fields, env = parse_config_upstream(name, spec)
+            except ValueError as e:
+                self.log.error("bodhi: ignoring configured upstream: %s", e)
+                continue
+            if name in self._fixed:
+                self.log.error("bodhi: ignoring configured upstream %r: the name is taken",
+                               name)
+                continue
+            key = os.environ.get(env) if env else None
+            if env and not key:
+                self.log.error("bodhi: upstream %s: the environment variable %s (its "
+                               "api_key_env) is not set; requests go without a key", name, env)
+            if name in self._live:
+                self.log.warning("bodhi: configured upstream %s hides the stored one of the "
+                                 "same name", name)
+            self.add_fixed(name, fields["base_url"], key or None, fields["prefix"],
+                           models=fields["models"], source="config")
+            self.log.info("bodhi: upstream %s from config: %s (key %s)", name,
+                          fields["base_url"], f"from ${env}" if key else "none")
         self._reindex()
 
     def _make_live(self, row) -> _Live:
@@ -409,10 +483,13 @@ class UpstreamRegistry(LoggingConfigurable):
         return _Live(view, key, self)
 
     def add_fixed(self, name: str, base_url: str, api_key: str | None,
-                  prefix: str = "") -> Upstream:
-        """An upstream from config rather than the database: not listed, changed or deleted
-        through the API (its name is taken), its models asked from its ``GET /models``."""
-        view = Upstream(name, check_base_url(base_url), None, prefix, api_key is not None)
+                  prefix: str | None = "", models=None, source: str = "service") -> Upstream:
+        """An upstream from config rather than the database: not changed or deleted through
+        the API (its name is taken); listed there only when ``source`` is "config" (the hub
+        service's is not). Without ``models`` they are asked from its ``GET /models``."""
+        view = Upstream(name, check_base_url(base_url),
+                        tuple(models) if models is not None else None, prefix,
+                        api_key is not None, source=source)
         old = self._fixed.pop(name, None)
         if old is not None:
             old.close()
@@ -421,19 +498,31 @@ class UpstreamRegistry(LoggingConfigurable):
         return view
 
     def _find(self, name: str) -> _Live | None:
-        return self._live.get(name) or self._fixed.get(name)
+        return self._fixed.get(name) or self._live.get(name)  # as _every: fixed ones win
 
     def _every(self) -> dict[str, _Live]:
         return {**self._live, **self._fixed}
 
+    def _listed(self) -> dict[str, _Live]:
+        return {n: live for n, live in self._every().items()
+                if live.view.source in ("api", "config")}
+
     def list(self) -> list[Upstream]:
-        return [self._live[n].view for n in sorted(self._live)]
+        listed = self._listed()
+        return [listed[n].view for n in sorted(listed)]
 
     def get(self, name: str) -> Upstream:
-        live = self._live.get(name)
+        live = self._listed().get(name)
         if live is None:
             raise not_found(name)
         return live.view
+
+    def _check_changeable(self, name: str) -> None:
+        fixed = self._fixed.get(name)
+        if fixed is not None and fixed.view.source == "config":
+            raise BodhiAPIError(409, f"The upstream '{name}' comes from the server's "
+                                "configuration (UpstreamRegistry.upstreams) and cannot be "
+                                "changed here", code="upstream_read_only", param="name")
 
     def create(self, spec: dict) -> Upstream:
         """``spec`` as :func:`parse_upstream` returns it; 409 when the name is taken."""
@@ -458,6 +547,7 @@ class UpstreamRegistry(LoggingConfigurable):
         from sqlalchemy import select
 
         from ..store.orm import Upstream as Row
+        self._check_changeable(name)
         with self.database.session() as s, s.begin():
             row = s.scalars(select(Row).where(Row.name == name)).first()
             if row is None:
@@ -476,6 +566,7 @@ class UpstreamRegistry(LoggingConfigurable):
         from sqlalchemy import delete
 
         from ..store.orm import Upstream as Row
+        self._check_changeable(name)
         if name not in self._live:
             raise not_found(name)
         with self.database.session() as s, s.begin():

@@ -303,3 +303,51 @@ def test_nothing_is_applied_to_embeddings():
     body = {"input": "text"}
     assert apply_request_defaults("embeddings", body, {"max_tokens": 4, "system_prompt": "x"}
                                   ) == {"input": "text"}
+
+
+# -- remote engines only (ModelRegistry.local_models = False) ------------------------------
+
+class _Remote:
+    """Stands in for UpstreamRegistry: one remote model, lists already fetched."""
+
+    def __init__(self):
+        from bodhi_jupyter.models.upstreams import RemoteModel
+
+        self.model = RemoteModel("fleet/demo", "fleet", "demo")
+
+    def models(self):
+        return [self.model]
+
+    def lookup(self, name):
+        return self.model if name == self.model.id else None
+
+    async def refresh_for(self, name):
+        return self.lookup(name)
+
+
+async def test_remote_only_scans_nothing_and_serves_only_upstreams_and_routers(
+        make_registry, counted_scans, models_dir):
+    registry = make_registry({"fast": {"model": "tiny-Q4_K_M"},
+                              "pool": {"targets": ["fleet/demo", "tiny-Q4_K_M"]},
+                              "by-path": {"model": str(models_dir / "tiny-Q4_K_M.gguf")}},
+                             local_models=False)
+    registry.remote = _Remote()
+    registry.sync_config_aliases()
+
+    assert [(m.id, m.kind) for m in registry.list_models()] == [("pool", "router"),
+                                                                ("fleet/demo", "remote")]
+    assert (await registry.resolve_fresh("fleet/demo")).remote.upstream == "fleet"
+    assert registry.resolve("pool").targets == ("fleet/demo", "tiny-Q4_K_M")
+    for name in ("tiny-Q4_K_M", "fast", "by-path", str(models_dir / "tiny-Q4_K_M.gguf")):
+        with pytest.raises(ModelNotFound) as info:
+            await registry.resolve_fresh(name)
+        assert "no local models" in str(info.value) and "local_models" in str(info.value)
+    with pytest.raises(ModelNotFound):  # a router's local target is not served either
+        await registry.resolve_target(registry.resolve("pool"), "tiny-Q4_K_M")
+    assert await registry.rescan(force=True) is False
+    assert registry.files() == {} and counted_scans == []  # the disk was never scanned
+
+
+def test_local_models_is_on_by_default(make_registry):
+    registry = make_registry()
+    assert registry.local is True and "tiny-Q4_K_M" in registry.files()

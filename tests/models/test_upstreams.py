@@ -175,3 +175,73 @@ async def test_https_upstreams_stream_as_they_arrive(database, tmp_path):
         registry.close()
     finally:
         server.stop()
+
+
+# -- upstreams declared in config (UpstreamRegistry.upstreams) --------------------------------
+
+async def test_configured_upstreams_take_their_key_from_the_environment(
+        database, tmp_path, remote, monkeypatch, caplog):
+    monkeypatch.setenv("FLEET_KEY", KEY)
+    monkeypatch.delenv("MISSING_KEY", raising=False)
+    caplog.set_level(logging.DEBUG)
+    config = {"fleet": {"base_url": remote.base_url, "api_key_env": "FLEET_KEY"},
+              "fixed": {"base_url": "http://127.0.0.1:9/v1", "models": ["a"],
+                        "prefix": "f:", "api_key_env": "MISSING_KEY"},
+              "literal": {"base_url": "http://127.0.0.1:9/v1", "api_key": KEY},
+              "odd": {"base_url": "http://127.0.0.1:9/v1", "colour": "red"},
+              "bad url": {"base_url": "ftp://x"}}
+    registry = UpstreamRegistry(database, upstreams=config,
+                                secret_key_file=str(tmp_path / "secret.key"))
+    registry.create(spec())  # a stored one next to them
+    registry.load()
+
+    views = {u.name: u.to_json() for u in registry.list()}
+    assert sorted(views) == ["cloud", "fixed", "fleet"]
+    assert views["fleet"]["source"] == "config" and views["fleet"]["has_api_key"] is True
+    assert views["cloud"]["source"] == "api"
+    assert views["fixed"]["has_api_key"] is False  # its variable is not set: logged
+    assert "MISSING_KEY" in caplog.text and "is not set" in caplog.text
+    assert "'literal'" in caplog.text and "api_key_env" in caplog.text
+    assert "'odd'" in caplog.text and "'colour'" in caplog.text and "'bad url'" in caplog.text
+    assert registry.lookup("f:a").upstream == "fixed"
+
+    # its models are asked from the fleet with the key from the environment
+    await registry.refresh_stale(wait=10)
+    assert registry.lookup("fleet/tiny").model == "tiny"
+    assert await registry.fetch_models("fleet") == ["tiny"]
+
+    # read-only through the API; its name is taken
+    for change in (lambda: registry.replace("fleet", parse_upstream(
+            {"base_url": remote.base_url}, "fleet")), lambda: registry.delete("fleet")):
+        with pytest.raises(BodhiAPIError) as info:
+            change()
+        assert info.value.status == 409 and info.value.code == "upstream_read_only"
+    with pytest.raises(BodhiAPIError) as info:
+        registry.create(parse_upstream({"name": "fleet", "base_url": remote.base_url}))
+    assert info.value.status == 409
+
+    # the key is in no row, no log line, no view; a storage reload reads config again
+    with database.session() as s:
+        rows = s.execute(text("SELECT name, api_key_encrypted FROM upstreams")).all()
+    assert rows == [("cloud", None)]
+    assert KEY not in caplog.text and KEY not in str(views)
+    monkeypatch.setenv("FLEET_KEY", "sk-rotated")
+    registry.load()
+    assert registry._fixed["fleet"].api_key == "sk-rotated"
+    with pytest.raises(BodhiAPIError) as info:  # the fleet only knows the old key
+        await registry.fetch_models("fleet")
+    assert info.value.status == 502 and "401" in info.value.message
+    registry.close()
+
+
+def test_a_configured_upstream_hides_a_stored_one_of_the_same_name(database, tmp_path,
+                                                                   caplog):
+    stored = UpstreamRegistry(database, secret_key_file=str(tmp_path / "secret.key"))
+    stored.create(spec(models=["old"]))
+    configured = UpstreamRegistry(database, upstreams={"cloud": {
+        "base_url": "http://127.0.0.1:8/v1", "models": ["new"]}})
+    configured.load()
+    assert [(u.name, u.source, u.base_url) for u in configured.list()] == [
+        ("cloud", "config", "http://127.0.0.1:8/v1")]
+    assert [m.id for m in configured.models()] == ["cloud/new"]
+    assert "hides the stored one" in caplog.text
