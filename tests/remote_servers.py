@@ -4,6 +4,7 @@ the real engine (``bodhi-llama-server`` with the demo model) and the fake one.""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -20,11 +21,12 @@ ENGINE = Path(sys.executable).with_name("bodhi-llama-server")
 class Server:
     """A server subprocess on a free port; ``base_url`` as an OpenAI client takes it."""
 
-    def __init__(self, cmd: list[str], port: int, log: Path, scheme: str = "http"):
+    def __init__(self, cmd: list[str], port: int, log: Path, scheme: str = "http",
+                 env: dict | None = None):
         self.port, self.log, self.scheme = port, log, scheme
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, env=env)
 
     @property
     def base_url(self) -> str:
@@ -51,10 +53,14 @@ class Server:
         self.proc.wait(10)
 
 
-def llama_server(model_path, log: Path, api_key: str, alias: str = "demo") -> Server:
-    port = free_port()
+def llama_server(model_path, log: Path, api_key: str, alias: str = "demo",
+                 port: int | None = None) -> Server:
+    """The project's own engine script serving the model; the key goes through the
+    environment (LLAMA_API_KEY), not the command line. ``port``: to come back on one."""
+    port = port or free_port()
     return Server([str(ENGINE), "-m", str(model_path), "-c", "1024", "-np", "2", "-t", "1",
-                   "--api-key", api_key, "--port", str(port), "-a", alias], port, log)
+                   "--port", str(port), "-a", alias], port, log,
+                  env={**os.environ, "LLAMA_API_KEY": api_key})
 
 
 def fake_server(log: Path, *args: str, alias: str = "fake", tls=None) -> Server:
