@@ -84,7 +84,8 @@ class Upstream:
         return {"name": self.name, "base_url": self.base_url,
                 "models": list(self.models) if self.models is not None else None,
                 "prefix": self.prefix, "has_api_key": self.has_api_key,
-                "source": self.source, "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
+                "source": self.source, "created_at": _iso(self.created_at),
+                "updated_at": _iso(self.updated_at)}
 
 
 def _iso(t: datetime | None) -> str | None:
