@@ -18,7 +18,7 @@ from ..engine.supervisor import SHARED
 from ..errors import BodhiAPIError
 from ..inference import PreparedRequest
 from ..jsonbody import parse_json_object
-from ..models.pulls import classify
+from ..models.pulls import classify, validate_repo
 from ..models.registry import ModelNotFound, ResolvedModel
 from .base import BodhiHandler, domain_errors_as_http, requires
 from .openai import InferenceHandler, _StreamAborted, check_model_allowed
@@ -262,7 +262,8 @@ class PullHandler(OllamaHandler):
         pulls = self.bodhi.pulls
         filename = target.filename
         with domain_errors_as_http():
-            if filename is None:
+            if filename is None:  # ask the hub for the files only of a valid repository id
+                validate_repo(target.repo, param="model")
                 files = await asyncio.to_thread(repo_files, pulls.endpoint, target.repo)
                 filename = ollama.pick_gguf(files, target.quant)
             pull, created = await pulls.start(target.repo, filename)

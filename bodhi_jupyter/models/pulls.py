@@ -103,15 +103,24 @@ def validate_request(repo, filename, revision) -> tuple[str, str, str | None]:
                 and not value.endswith(".gguf") else "invalid_value"
             raise PullError(400, code, f"'{name}' must be {what} (at most {limit} characters)",
                             name)
+    validate_repo(repo)
+    return repo, filename, revision
+
+
+def validate_repo(repo: str, param: str = "repo") -> None:
+    """The hub's finer rules for a repository id (no '--' or '..', no '-' or '.' at either
+    end of a part), as PullError(400) naming ``param``: check before asking the hub."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    try:  # the hub's finer rules (no '--' or '..', no '-' or '.' at either end of a part)
+    if not isinstance(repo, str) or len(repo) > MAX_REPO or not re.match(REPO_PATTERN, repo):
+        raise PullError(400, "invalid_value", f"'{param}' must name a repository as "
+                        "owner/name", param)
+    try:
         validate_repo_id(repo)
     except HFValidationError as e:
-        raise PullError(400, "invalid_value", f"'repo' is not a valid repository id: {e}",
-                        "repo") from None
-    return repo, filename, revision
+        raise PullError(400, "invalid_value", f"'{param}' is not a valid repository id: {e}",
+                        param) from None
 
 
 def _now() -> datetime:

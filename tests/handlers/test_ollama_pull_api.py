@@ -48,3 +48,15 @@ async def test_pull_needs_admin(server_url, jupyter_token):
     with pytest.raises(ollama.ResponseError) as e:
         await writer.pull(f"{REPO}:{FILE}")
     assert e.value.status_code == 403
+
+
+@pytest.mark.parametrize("name", ["hf.co/someone/--bad", "owner/na..me:Q4_K_M",
+                                  "\u00bb\u58a7/\u00fc-\u00d1\u00aa\u00d7P\u009e"])
+async def test_a_name_that_is_no_repository_id_is_a_400(hub, server_url, jupyter_token, name):
+    """Checked before the hub is asked for the repository's files (the fuzz run found a 500
+    from the hub client's own validation)."""
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{server_url}bodhi/api/pull", json={"model": name},
+                         headers={"Authorization": f"token {jupyter_token}"})
+    assert r.status_code == 400, r.text
+    assert "repository" in r.json()["error"]
