@@ -120,14 +120,15 @@ def test_the_real_classes_mark_their_run_time_settings():
                if runtime_mutable(trait)}
     assert mutable == {"EngineSupervisor.keep_alive", "EngineSupervisor.max_loaded",
                        "EngineSupervisor.max_loaded_per_user",
-                       "EngineSupervisor.capacity_timeout", "EngineSupervisor.fair_admission",
+                       "EngineSupervisor.capacity_timeout", "EngineSupervisor.queue_timeout",
+                       "EngineSupervisor.fair_admission",
                        "RateLimiter.per_token", "RateLimiter.per_user", "QuotaPolicy.default",
                        "QuotaPolicy.group_quotas"}
     bounds = {n: Real.class_traits()[n].min for n in ("keep_alive", "max_loaded",
                                                       "max_loaded_per_user",
-                                                      "capacity_timeout")}
+                                                      "capacity_timeout", "queue_timeout")}
     assert bounds == {"keep_alive": -1, "max_loaded": 0, "max_loaded_per_user": 0,
-                      "capacity_timeout": 0}
+                      "capacity_timeout": 0, "queue_timeout": 0}
 
 
 @pytest.mark.parametrize("key, value, status, code, param", [

@@ -66,8 +66,16 @@ class EngineSupervisor(LoggingConfigurable):
         help="At most an engine's parallel slots (-np) of requests in flight at the engine; "
         "further requests wait here and each freed slot goes to the waiting user who holds "
         "the fewest (FIFO within a user), so one user's many streams cannot starve another "
-        "user's single request. The wait counts against capacity_timeout. False: every "
+        "user's single request. The wait is bounded by queue_timeout. False: every "
         "request goes straight to the engine, which queues them first come, first served.",
+    ).tag(config=True, runtime=True)
+
+    queue_timeout = Float(
+        600.0, min=0,
+        help="Seconds a request may wait for one of its engine's slots (fair_admission) "
+        "before it gets 503. The engine itself would queue it without limit, so this is "
+        "long: a notebook sending a batch of requests at once waits its turn, it is not "
+        "refused.",
     ).tag(config=True, runtime=True)
 
     # runtime=True: may change while the server runs (bodhi/app/settings), see settings.py
@@ -170,14 +178,15 @@ class EngineSupervisor(LoggingConfigurable):
         one of the engine's slots (fairly across users); setting ``gone`` while it waits
         gives its place up (ClientGone). A stream holds its slot until it ends."""
         key = self.key_for(owner, model, embedding)
-        deadline = time.monotonic() + self.capacity_timeout
         held = self._leases.setdefault(owner, {})
         held[key] = held.get(key, 0) + 1
         gate = None
         try:
             if self.fair_admission:
-                gate = await self._admit(key, owner, model, deadline, gone)
-            engine = await self.acquire(owner, model, embedding, deadline=deadline)
+                gate = await self._admit(key, owner, model,
+                                         time.monotonic() + self.queue_timeout, gone)
+            engine = await self.acquire(owner, model, embedding,
+                                        deadline=time.monotonic() + self.capacity_timeout)
             ok = False
             try:
                 yield engine
@@ -207,8 +216,8 @@ class EngineSupervisor(LoggingConfigurable):
                 del self._gates[key]
             raise CapacityError(
                 f"All {gate.slots} slots of the engine for '{model.id}' are busy and "
-                f"{gate.waiting} other request(s) wait; waited {self.capacity_timeout:g} s "
-                "(EngineSupervisor.capacity_timeout). Retry later.") from None
+                f"{gate.waiting} other request(s) wait; waited {self.queue_timeout:g} s "
+                "(EngineSupervisor.queue_timeout). Retry later.") from None
         except Abandoned:
             if gate.idle and self._gates.get(key) is gate:
                 del self._gates[key]

@@ -96,13 +96,13 @@ async def test_a_newcomer_is_admitted_before_a_busy_users_queue(supervisor):
     await supervisor.shutdown()
 
 
-async def test_waiting_for_a_slot_counts_against_capacity_timeout(supervisor):
-    supervisor.capacity_timeout = 0.3
+async def test_waiting_for_a_slot_is_bounded_by_queue_timeout(supervisor):
+    supervisor.queue_timeout = 0.3  # capacity_timeout (5 s) is for a cap on loaded engines
     m = model("one", "-np", "1")  # the flag in extra args wins over parallel=2
     held = Holder(supervisor, m)
     held.lease("alice")
     await until(lambda: held.admitted)
-    with pytest.raises(CapacityError, match="All 1 slots"):
+    with pytest.raises(CapacityError, match=r"All 1 slots.*queue_timeout"):
         async with supervisor.lease("alice", m):
             pass
     assert supervisor.gate("alice", m).waiting == 0
