@@ -132,11 +132,12 @@ class BodhiApp(ExtensionApp):
         self.metrics = BodhiMetrics(self.supervisor)
         self.runtime_settings = self._runtime_settings()
         self.kernel_credentials_manager = KernelCredentials(
-            self.tokens, owner=lambda: self.roles.owner or server_owner(), ready=self.ready,
+            self.tokens, owner=lambda: self.roles.owner or server_owner(), ready=self.database_ready,
             base_url=lambda: local_api_url(self.serverapp),
             root_dir=getattr(self.serverapp, "root_dir", None), log=self.log)
         self._tasks = BackgroundTasks(self.log)
         self._opening: concurrent.futures.Future | None = None
+        self._database_open: concurrent.futures.Future | None = None
         self._open_lock = threading.Lock()
         self._ready = False
         self.settings["bodhi"] = self
@@ -172,12 +173,13 @@ class BodhiApp(ExtensionApp):
         (after config: the database wins), mark replies the last run left streaming as cut
         off, and scan for models once."""
         self.database.upgrade()
+        self.kernel_credentials_manager.purge_stale()  # kernel tokens a killed run left
+        self._database_open.set_result(None)  # kernels need no more than this
         self.registry.sync_config_aliases()
         self.upstreams.load()
         self.runtime_settings.apply_stored()
         self.conversations.cut_off_streaming(server_owner())  # replies the last run left
         self.pulls.mark_interrupted()  # pulls the last run left: failed, resumable
-        self.kernel_credentials_manager.purge_stale()  # kernel tokens a killed run left
         if self.registry.local:
             self.log.info("bodhi: %d model(s) available; engine command %s",
                           len(self.registry.list_models()), " ".join(self.launcher.binary()))
@@ -190,6 +192,7 @@ class BodhiApp(ExtensionApp):
         with self._open_lock:
             if self._opening is None:
                 self._opening = concurrent.futures.Future()
+                self._database_open = concurrent.futures.Future()
                 threading.Thread(target=self._run_open, name="bodhi-open-storage",
                                  daemon=True).start()
             return self._opening
@@ -199,6 +202,8 @@ class BodhiApp(ExtensionApp):
             self._open_storage()
         except BaseException as e:
             self.log.error("bodhi: could not open the database %s: %s", self.database.url, e)
+            if not self._database_open.done():
+                self._database_open.set_exception(e)
             self._opening.set_exception(e)
             return
         self._ready = True
@@ -213,6 +218,15 @@ class BodhiApp(ExtensionApp):
         except Exception as e:
             raise BodhiAPIError(503, f"The bodhi database could not be opened: {e}",
                                 code="storage_unavailable") from None
+
+    async def database_ready(self) -> None:
+        """Wait until the database is migrated, not for the rest of ``ready()`` (the first
+        model scan, which may convert a packaged model): a kernel's credential needs only
+        the tokens table, and a kernel should not wait seconds for its first start."""
+        if self._ready:
+            return
+        self.open_storage()
+        await asyncio.wrap_future(self._database_open)
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Blocking ``ready()``, for callers outside the event loop."""

@@ -352,6 +352,12 @@ def _open_notebook(page, lab, name: str, cells: list[str]) -> None:
     page.wait_for_function(
         "sel => document.querySelector(sel)?.dataset?.status === 'idle'",
         arg=f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator", timeout=60_000)
+    # the indicator says idle before a kernel exists too: wait for the session's kernel,
+    # or a cell run now would ask which kernel to start
+    page.wait_for_function(
+        "() => { const k = window.jupyterapp.shell.currentWidget?.sessionContext?.session"
+        "?.kernel; return k && k.connectionStatus === 'connected' && k.status === 'idle'; }",
+        timeout=60_000)
 
 
 def _run_active_cell(page, output) -> None:
