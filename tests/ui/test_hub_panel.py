@@ -68,7 +68,7 @@ def page(browser, hub):
 
 
 def open_panel(page) -> None:
-    page.wait_for_function("() => window.jupyterapp.commands.hasCommand('bodhi:open-chat')",
+    page.wait_for_function("() => window.jupyterapp?.commands?.hasCommand('bodhi:open-chat')",
                            timeout=60_000)  # the extension's plugins activate after the splash
     if not page.locator("#bodhi-chat").is_visible():
         page.evaluate("() => window.jupyterapp.commands.execute('bodhi:open-chat')")

@@ -66,7 +66,7 @@ def wait_for_ghost(page, timeout: float = 60_000) -> str:
 
 
 def test_typing_shows_ghost_text_and_tab_inserts_it(page, lab, artifacts):
-    page.wait_for_function("() => window.jupyterapp.commands.hasCommand('docmanager:open')")
+    page.wait_for_function("() => window.jupyterapp?.commands?.hasCommand('docmanager:open')")
     page.evaluate("async () => { await window.jupyterapp.commands.execute("
                   "'docmanager:open', {path: 'ghost.ipynb'}); }")
     cell = page.locator(".jp-NotebookPanel:visible .jp-CodeCell").nth(1)

@@ -21,7 +21,7 @@ What is the capital of **France**?"""
 
 
 def test_the_chat_widget_and_the_magic_render_in_jupyterlab(page, lab, artifacts):
-    page.wait_for_function("() => window.jupyterapp.commands.hasCommand('docmanager:open')",
+    page.wait_for_function("() => window.jupyterapp?.commands?.hasCommand('docmanager:open')",
                            timeout=60_000)
     _open_notebook(page, lab, "widgets.ipynb", [WIDGET_CELL, MAGIC_CELL])
     cells = page.locator(CELLS)
