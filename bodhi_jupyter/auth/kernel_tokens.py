@@ -138,7 +138,7 @@ class KernelCredentials:
             await asyncio.shield(asyncio.to_thread(self.tokens.delete, token_id))
             raise
         self._kernels[kernel_id] = (token_id, hash_token(token))
-        await self._in_thread(self.tokens.set_kernel, token_id, kernel_id=kernel_id)
+        await self._in_thread(self.tokens.update, token_id, kernel_id=kernel_id)
         return kernel_id
 
     def kernel_removed(self, kernel_id: str) -> None:
@@ -158,7 +158,7 @@ class KernelCredentials:
         entry = self._kernels.get(kernel_id)
         notebook = self.notebook_of(env, None)
         if entry is not None and notebook and not self._closed:
-            self._background(self.tokens.set_kernel, entry[0], notebook=notebook,
+            self._background(self.tokens.update, entry[0], notebook=notebook,
                              name=self.token_name(notebook))
         return result
 

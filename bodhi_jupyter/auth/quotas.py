@@ -73,6 +73,10 @@ def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
 
 
+#: the limits of a user when no quota is configured (shared: never changed)
+_NO_LIMITS = dict.fromkeys(QUOTAS, 0)
+
+
 class QuotaPolicy(LoggingConfigurable):
     """Which quotas apply to whom, and the counting. Groups replace the default: for each
     quota a user gets the most generous value among their groups in ``group_quotas`` that
@@ -107,6 +111,8 @@ class QuotaPolicy(LoggingConfigurable):
 
     # -- which limits ----------------------------------------------------------------------
     def limits_for(self, principal: Principal) -> dict[str, int]:
+        if not (self.group_quotas or self.default):  # the usual case: no quotas at all
+            return _NO_LIMITS
         groups = [self.group_quotas[g] for g in principal.groups if g in self.group_quotas]
         out = {}
         for quota in QUOTAS:

@@ -131,17 +131,20 @@ class TokenStore:
             row = s.get(ApiToken, token_id)
             return TokenInfo.of(row) if row else None
 
-    def update(self, token_id: str, name: str | None = None,
-               status: str | None = None) -> TokenInfo | None:
+    def update(self, token_id: str, name: str | None = None, status: str | None = None,
+               kernel_id: str | None = None, notebook: str | None = None
+               ) -> TokenInfo | None:
+        """Change the given fields (None: leave as is); ``kernel_id`` and ``notebook`` are a
+        kernel credential's (which kernel holds it, a renamed notebook)."""
         from ..store.orm import ApiToken
         with self.database.session() as s, s.begin():
             row = s.get(ApiToken, token_id)
             if row is None:
                 return None
-            if name is not None:
-                row.name = name
-            if status is not None:
-                row.status = status
+            for field, value in (("name", name), ("status", status),
+                                 ("kernel_id", kernel_id), ("notebook", notebook)):
+                if value is not None:
+                    setattr(row, field, value)
             self._forget(row.hashed)
             return TokenInfo.of(row)
 
@@ -151,30 +154,16 @@ class TokenStore:
             row = s.get(ApiToken, token_id)
             if row is None:
                 return False
-            self._forget(row.hashed)
+            hashed = row.hashed
+            self._forget(hashed)
             s.delete(row)
-            return True
+        self._refused.discard(hashed)  # gone from the table: refused by the lookup now
+        return True
 
     def _forget(self, hashed: str) -> None:
         self._cache.pop(hashed, None)
 
     # -- kernel credentials ----------------------------------------------------------------
-    def set_kernel(self, token_id: str, kernel_id: str | None = None,
-                   notebook: str | None = None, name: str | None = None) -> None:
-        """Remember which kernel holds a kernel token (and a renamed notebook)."""
-        from ..store.orm import ApiToken
-        with self.database.session() as s, s.begin():
-            row = s.get(ApiToken, token_id)
-            if row is None:
-                return
-            if kernel_id is not None:
-                row.kernel_id = kernel_id
-            if notebook is not None:
-                row.notebook = notebook
-            if name is not None:
-                row.name = name
-            self._forget(row.hashed)
-
     def kernel_tokens(self, kernel_server_like: str) -> list[tuple[str, str, str | None]]:
         """(token id, kernel server, kernel id) of the kernel tokens whose server matches
         the SQL LIKE pattern."""

@@ -340,9 +340,7 @@ class BodhiHandler(APIHandler):
     def audit(self, action: str, target: str | None = None, **details) -> None:
         """Record one audit entry for a change this request made (call it once the change
         succeeded); details are field names and non-secret values."""
-        log = getattr(self.bodhi, "audit", None)
-        if log is not None:
-            log.record(action, target=target, details=details, **self.audit_caller())
+        self.bodhi.audit.record(action, target=target, details=details, **self.audit_caller())
 
     def error_body(self, err: BodhiAPIError) -> dict:
         """The error JSON of this route's API family (OpenAI's unless overridden)."""

@@ -228,22 +228,10 @@ class InferenceHandler(OpenAIHandler):
             yield engine
 
     def quota_refused(self, err: QuotaExceeded) -> None:
-        """Log a refusal, and put it in the audit log where there is one."""
-        p = self.principal
-        self.log.info("bodhi: %s over the %s quota (%s)", p.name, err.quota, err.limit)
-        audit = getattr(self.bodhi, "audit", None)
-        if audit is None:
-            return
-        if p.is_token:
-            via = f"bodhi_token:{p.token_id}"
-        else:
-            via = "hub" if getattr(self.current_user, "hub_user", None) else "jupyter"
-        try:
-            audit.record("quota.refused", actor=p.name, via=via,
-                         address=self.request.remote_ip,
-                         details={"quota": err.quota, "limit": err.limit})
-        except Exception as e:  # bookkeeping never turns a 429 into a 500
-            self.log.error("bodhi: could not audit a quota refusal: %s", e)
+        """Log a refusal, and put it in the audit log."""
+        self.log.info("bodhi: %s over the %s quota (%s)", self.principal.name, err.quota,
+                      err.limit)
+        self.audit("quota.refused", quota=err.quota, limit=err.limit)
 
     def _record(self, request: PreparedRequest, started: float) -> None:
         p = self.principal
