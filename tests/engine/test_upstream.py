@@ -355,6 +355,23 @@ async def test_body_failure_is_turned_into_the_callers_error_unless_abandoned(po
         await r.relay(lambda piece: None)
 
 
+async def test_the_spare_is_dialled_after_the_first_piece_not_on_its_path(fake_server):
+    """The headers come first and the first chunk 100 ms later: a spare dialled at the
+    headers would be connected long before that chunk; it must wait until it is relayed."""
+    pool = UpstreamPool("127.0.0.1", fake_server.port, KEY)
+    try:
+        opened = count_connects(pool)
+        r = await pool.request("POST", "/v1/chat/completions",
+                               chat(max_tokens=2, stream=True, text="go [delay=0.1]"))
+        seen = []
+        await r.relay(lambda piece: seen.append(opened[0]))
+        assert seen[0] == 1  # only the stream's own connection when the first piece came
+        await until(lambda: len(pool._idle) == 1)
+        assert opened[0] == 2
+    finally:
+        pool.close()
+
+
 async def test_a_spare_connection_is_dialled_while_a_stream_is_relayed(fake_server):
     pool = UpstreamPool("127.0.0.1", fake_server.port, KEY)
     try:
