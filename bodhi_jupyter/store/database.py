@@ -12,13 +12,14 @@ lines and compared with the database's ``alembic_version`` row.
 from __future__ import annotations
 
 import ast
-import shutil
+import sqlite3
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 if TYPE_CHECKING:
@@ -66,6 +67,16 @@ class Database(LoggingConfigurable):
         "data directory. Use a PostgreSQL URL for shared JupyterHub deployments.",
     ).tag(config=True)
 
+    sqlite_wal = Bool(
+        True,
+        help="Use SQLite's write-ahead log with synchronous=NORMAL: a commit appends to the "
+        "log without an fsync (about 0.07 ms of CPU against 0.4 ms with the rollback "
+        "journal). A committed record survives the server being killed; a power cut or "
+        "an operating-system crash may lose the last commits, never the file. Turn it off "
+        "for a data directory on a network filesystem (NFS), where SQLite cannot share "
+        "the log's index between processes.",
+    ).tag(config=True)
+
     @default("url")
     def _default_url(self):
         path = Path(jupyter_data_dir()) / "bodhi" / "bodhi.sqlite"
@@ -86,7 +97,16 @@ class Database(LoggingConfigurable):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url)
         if url.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            journal = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL") \
+                if self.sqlite_wal else ("PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL")
+
+            def pragmas(dbapi_conn, _record):
+                cur = dbapi_conn.cursor()
+                for statement in ("PRAGMA foreign_keys=ON", *journal):
+                    cur.execute(statement)
+                cur.close()
+
+            event.listen(self.engine, "connect", pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> Session:
@@ -121,7 +141,7 @@ class Database(LoggingConfigurable):
             return None
         from alembic import command
 
-        backup = self._backup_sqlite()
+        backup = self._backup_sqlite() if current is not None or self._has_tables() else None
         cfg = self._alembic_config()
         sqlite = self.engine.dialect.name == "sqlite"
         with self.engine.connect() as conn:
@@ -142,6 +162,12 @@ class Database(LoggingConfigurable):
         self.log.info("bodhi database upgraded %s -> %s (%s)", current, head, self.engine.url)
         return backup
 
+    def _has_tables(self) -> bool:
+        from sqlalchemy import inspect
+
+        with self.engine.connect() as conn:
+            return bool(inspect(conn).get_table_names())
+
     def _backup_sqlite(self) -> Path | None:
         from sqlalchemy.engine import make_url
 
@@ -153,7 +179,10 @@ class Database(LoggingConfigurable):
             return None  # a brand-new database has nothing to lose
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         dest = src.with_name(f"{src.name}.{stamp}.bak")
-        shutil.copy2(src, dest)
+        # SQLite's online backup, not a file copy: what is still in the write-ahead log
+        # belongs to the database too
+        with closing(sqlite3.connect(src)) as source, closing(sqlite3.connect(dest)) as copy:
+            source.backup(copy)
         self.log.info("backed up %s to %s before migrating", src, dest)
         return dest
 
@@ -161,8 +190,3 @@ class Database(LoggingConfigurable):
         if self.engine is not None:
             self.engine.dispose()
 
-
-def _sqlite_pragmas(dbapi_conn, _record):
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()

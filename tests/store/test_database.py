@@ -127,6 +127,44 @@ def test_sqlite_behind_head_is_backed_up_before_upgrading(tmp_path, monkeypatch)
             ("mine", "owner/repo:Q8_0")]
 
 
+def test_the_backup_holds_what_is_still_in_the_write_ahead_log(tmp_path):
+    """A row committed but not yet checkpointed lives in ``bodhi.sqlite-wal``; a copy of
+    the main file alone would lose it."""
+    path = tmp_path / "bodhi.sqlite"
+    old = Database(url=f"sqlite:///{path}")
+    old.connect()
+    upgrade_to(old, "0001")
+    old.dispose()
+    holder = sqlite3.connect(path)  # an open reader keeps the log from being folded back
+    holder.execute("PRAGMA wal_autocheckpoint=0")
+    holder.execute("INSERT INTO model_aliases (name, model, request_defaults, "
+                   "server_options, source, created_at, updated_at) VALUES ('late', 'x', "
+                   "'{}', '{}', 'api', '2026-01-01', '2026-01-01')")
+    holder.commit()
+    assert (tmp_path / "bodhi.sqlite-wal").stat().st_size > 0
+    db = Database(url=f"sqlite:///{path}")
+    try:
+        backup = db.upgrade()
+    finally:
+        db.dispose()
+        holder.close()
+    with sqlite3.connect(backup) as conn:
+        assert conn.execute("SELECT name FROM model_aliases").fetchall() == [("late",)]
+
+
+def test_sqlite_keeps_a_write_ahead_log_unless_told_not_to(tmp_path):
+    url = f"sqlite:///{tmp_path / 'b.sqlite'}"
+    for wal, mode, synchronous in ((True, "wal", 1), (False, "delete", 2)):
+        db = Database(url=url, sqlite_wal=wal)
+        try:
+            db.upgrade()
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == mode
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == synchronous
+        finally:
+            db.dispose()
+
+
 def test_new_sqlite_file_gets_no_backup(tmp_path):
     path = tmp_path / "nested" / "dir" / "bodhi.sqlite"  # parents are created
     db = Database(url=f"sqlite:///{path}")
