@@ -164,3 +164,42 @@ async def test_api_use_counts_as_server_activity_while_streaming(http, login, cl
 
 async def _later(read, than) -> bool:
     return await read() > than
+
+
+# -- logging -------------------------------------------------------------------------------------
+def test_a_level_no_handler_emits_is_not_logged_at_all():
+    """As traitlets sets an Application's logger up: the logger at DEBUG, its handler at
+    the configured level. A debug line then costs no record unless some handler wants it."""
+    from bodhi_jupyter.handlers.base import _RequestLog
+
+    parent = logging.getLogger("bodhi-test-parent")
+    parent.propagate = False
+    logger = logging.getLogger("bodhi-test-parent.app")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = logging.Handler(logging.WARNING)
+    records = []
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        log = _RequestLog(logger, {"request_id": "r1"})
+        made = []
+        real = logger.makeRecord
+        logger.makeRecord = lambda *a, **k: made.append(1) or real(*a, **k)
+        log.debug("200 GET /x")
+        assert made == [] and records == []
+        log.warning("404 GET /y")
+        assert [r.getMessage() for r in records] == ["404 GET /y [request_id=r1]"]
+        handler.setLevel(logging.DEBUG)  # --log-level=DEBUG reconfigures the handler
+        log.debug("200 GET /x")
+        assert records[-1].getMessage() == "200 GET /x [request_id=r1]"
+        logger.propagate = True  # a handler further up (pytest's caplog, say) counts too
+        handler.setLevel(logging.ERROR)
+        parent.addHandler(up := logging.Handler(logging.INFO))
+        try:
+            assert log.isEnabledFor(logging.INFO) and not log.isEnabledFor(logging.DEBUG)
+        finally:
+            parent.removeHandler(up)
+    finally:
+        logger.removeHandler(handler)
+        del logger.makeRecord
