@@ -128,7 +128,9 @@ class ContextGuard:
         if endpoint not in _WHAT:
             return
         slot = slot_context(request.model, self.launcher_args())
-        if slot is None:
+        if slot is None or len(request.payload) <= slot:
+            # a text takes at most as many tokens as its UTF-8 bytes, and the JSON sent
+            # holds at least that many: a payload no longer than the slot always fits
             return
         vocab = await self.vocabulary(request.model.path)
         if vocab is None:

@@ -3,6 +3,8 @@ context, and the lower bound on a prompt's tokens."""
 
 from __future__ import annotations
 
+import json
+
 import gguf
 import pytest
 
@@ -94,7 +96,7 @@ async def test_guard_refuses_only_what_cannot_fit(smollm2_path):
 
     def chat(size: int) -> PreparedRequest:
         body = {"messages": [{"role": "user", "content": "x" * size}]}
-        return PreparedRequest("chat", m, b"", False, body)
+        return PreparedRequest("chat", m, json.dumps(body).encode(), False, body)
 
     await guard.check(chat(1024 * vocab.longest_token_bytes))  # might fit: the engine decides
     with pytest.raises(BodhiAPIError) as caught:
@@ -104,3 +106,22 @@ async def test_guard_refuses_only_what_cannot_fit(smollm2_path):
         400, "context_length_exceeded", "messages", "invalid_request_error")
     assert "maximum context length is 1024 tokens" in err.message
     assert "at least 1025 tokens" in err.message
+
+
+async def test_a_payload_no_longer_than_the_slot_is_let_through_unread(smollm2_path):
+    """Fewer bytes than the slot has tokens: it fits whatever the vocabulary, which is then
+    not even looked up (a stat of the model file on every request)."""
+    m = ResolvedModel("demo", str(smollm2_path), "package", ServerOptions(2048, 2))
+    guard = ContextGuard()
+
+    async def no_lookup(path):
+        raise AssertionError("the vocabulary was looked up")
+
+    guard.vocabulary = no_lookup
+    body = {"messages": [{"role": "user", "content": "x" * 900}]}
+    payload = json.dumps(body).encode()
+    assert len(payload) <= 1024
+    await guard.check(PreparedRequest("chat", m, payload, False, body))
+    body = {"messages": [{"role": "user", "content": "x" * 1100}]}
+    with pytest.raises(AssertionError, match="looked up"):
+        await guard.check(PreparedRequest("chat", m, json.dumps(body).encode(), False, body))
