@@ -105,6 +105,9 @@ def jp_server_config(bodhi_config):
         "EngineSupervisor": {"keep_alive": -1, "stop_grace": 2.0},
         "LlamaServerLauncher": {"threads": 2},
         "ModelRegistry": {"default_ctx_size": 2048, "default_parallel": 2},
+        # these servers run inside pytest: freezing would keep every earlier test's garbage
+        # for good (subprocess servers keep the default; test_app checks it)
+        "BodhiApp": {"freeze_gc": False},
     }
     for section, values in bodhi_config.items():
         config.setdefault(section, {}).update(values)

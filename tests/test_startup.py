@@ -4,6 +4,7 @@ the background once it is up, and requests that need it wait for it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -29,6 +30,22 @@ def test_importing_the_extension_compiles_no_request_schema():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "0"  # each is compiled when its endpoint is first used
+
+
+@pytest.mark.parametrize("args, frozen", [((), True), (("--BodhiApp.freeze_gc=False",), False)])
+def test_linking_the_extension_freezes_what_start_up_allocated(tmp_path, args, frozen):
+    """Without gc.freeze a full collection during start-up walks all of it again (the
+    extension's own allocations bring one more on)."""
+    code = ("import gc, sys; from jupyter_server.serverapp import ServerApp; "
+            "app = ServerApp(); app.initialize(argv=['--port=0', '--no-browser', "
+            "'--ServerApp.jpserver_extensions={\"bodhi_jupyter\": True}', *sys.argv[1:]]); "
+            "print(gc.get_freeze_count())")
+    env = {**os.environ, **{f"JUPYTER_{d.upper()}_DIR": str(tmp_path / d)
+                            for d in ("data", "runtime", "config")}}
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True, env=env, cwd=tmp_path, timeout=120)
+    count = int(out.stdout.strip().splitlines()[-1])
+    assert (count > 10_000) if frozen else count == 0, out.stdout
 
 
 @pytest.fixture

@@ -87,6 +87,7 @@ def tail_lines(path: Path, lines: int, block: int = 65536) -> list[str]:
     return out[-lines:] if lines else []
 
 
+@functools.lru_cache(maxsize=512)  # asked twice per request; the repr of the options is the cost
 def engine_key(owner: str, model: ResolvedModel, embedding: bool) -> str:
     raw = repr((owner, model.id, model.path, model.server, embedding)).encode()
     return hashlib.sha256(raw).hexdigest()[:12]

@@ -258,9 +258,17 @@ class BodhiHandler(APIHandler):
             wrapped = self.settings["bodhi_identity"] = HandlerIdentity(inner)
         return wrapped
 
+    _bodhi_token: str | None | bool = False  # False: not looked at yet
+
     def bodhi_token(self) -> str | None:
         """A bodhi API token in the Authorization header, or in ``x-api-key`` (where the
-        anthropic SDK puts its key), if that is what the caller sent."""
+        anthropic SDK puts its key), if that is what the caller sent. (Read once: the
+        auth, XSRF and origin checks each ask.)"""
+        if self._bodhi_token is False:
+            self._bodhi_token = self._find_bodhi_token()
+        return self._bodhi_token
+
+    def _find_bodhi_token(self) -> str | None:
         scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
         value = value.strip()
         if scheme.lower() in ("bearer", "token") and looks_like_token(value):

@@ -190,19 +190,6 @@ class InferenceHandler(OpenAIHandler):
     async def _serve_counted(self, request: PreparedRequest, started: float) -> None:
         """Serve, and record usage and metrics whatever the outcome (a request over a
         quota is refused before: it records nothing)."""
-        async with self._within_quotas():
-            try:
-                await self._serve(request)
-            except ClientGone:
-                self._status = CLIENT_GONE  # left while waiting for a slot
-            except BodhiAPIError as e:
-                self._status = e.status
-                raise
-            finally:
-                self._record(request, started)
-
-    @asynccontextmanager
-    async def _within_quotas(self):
         quotas = self.bodhi.quotas
         try:
             await quotas.admit(self.principal)
@@ -210,9 +197,17 @@ class InferenceHandler(OpenAIHandler):
             self.quota_refused(e)
             raise
         try:
-            yield
+            await self._serve(request)
+        except ClientGone:
+            self._status = CLIENT_GONE  # left while waiting for a slot
+        except BodhiAPIError as e:
+            self._status = e.status
+            raise
         finally:
-            quotas.leave(self.principal)
+            try:
+                self._record(request, started)
+            finally:
+                quotas.leave(self.principal)
 
     @asynccontextmanager
     async def lease_engine(self, model: ResolvedModel, embedding: bool):
