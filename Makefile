@@ -77,6 +77,7 @@ bench: setup browser-deps
 	$(BIN)/python bench/proxy_overhead.py
 	$(BIN)/python bench/panel.py
 	$(BIN)/python bench/fair_share.py
+	$(BIN)/python bench/sqlite_commits.py
 
 clean:
 	rm -rf $(VENV) $(HUB_PROXY_DIR) build dist *.egg-info bodhi_jupyter/labextension \
