@@ -360,7 +360,7 @@ class UpstreamPool:
             # Keep-Alive header; pooling it would only hand a dead socket to the next request
             conn.reusable = False
             if self.keep_spare and not self._idle:
-                # after the first piece, not now: the dial costs this event loop ~0.3 ms
+                # after the first piece, not now: the dial costs this event loop a connect
                 # and the engine an accept, and neither belongs on the first token's path
                 conn.after_first_piece = self._dial_spare
         return UpstreamResponse(self, conn, code, reason[0] if reason else "", headers,

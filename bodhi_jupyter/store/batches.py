@@ -24,9 +24,9 @@ class BatchWriter:
 
     A record is committed within ``linger`` seconds, so a server killed right after a reply
     loses none. The writer waits that long after the first record for others to join it,
-    and what queues up during a write goes in the next one: a commit costs SQLite ~0.07 ms of
-    CPU with its write-ahead log (~0.4 ms with the rollback journal), which busy servers
-    share among many requests.
+    and what queues up during a write goes in the next one: even with SQLite's write-ahead
+    log a commit costs more than queueing (bench/sqlite_commits.py), and busy servers share
+    one among many requests.
     """
 
     #: the writer thread's name (seen in stack dumps and tests)
