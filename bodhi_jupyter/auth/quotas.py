@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from traitlets import Dict, Enum, Int, Unicode
@@ -74,7 +74,7 @@ def _day_start(day: date) -> datetime:
 
 
 #: the limits of a user when no quota is configured (shared: never changed)
-_NO_LIMITS = dict.fromkeys(QUOTAS, 0)
+_NO_LIMITS: Mapping[str, int] = MappingProxyType(dict.fromkeys(QUOTAS, 0))
 
 
 class QuotaPolicy(LoggingConfigurable):
@@ -110,7 +110,7 @@ class QuotaPolicy(LoggingConfigurable):
         self._days: dict[str, _DayCount] = {}
 
     # -- which limits ----------------------------------------------------------------------
-    def limits_for(self, principal: Principal) -> dict[str, int]:
+    def limits_for(self, principal: Principal) -> Mapping[str, int]:
         if not (self.group_quotas or self.default):  # the usual case: no quotas at all
             return _NO_LIMITS
         groups = [self.group_quotas[g] for g in principal.groups if g in self.group_quotas]
@@ -124,16 +124,6 @@ class QuotaPolicy(LoggingConfigurable):
         return out
 
     # -- admission -------------------------------------------------------------------------
-    @asynccontextmanager
-    async def admitted(self, principal: Principal):
-        """Hold one of the user's concurrent requests for the body of the block, or raise
-        QuotaExceeded (nothing counted then)."""
-        await self.admit(principal)
-        try:
-            yield
-        finally:
-            self.leave(principal)
-
     async def admit(self, principal: Principal) -> None:
         """Check concurrency, tokens today and requests per minute, in that order; the
         request counts against the first and the last only once all pass."""

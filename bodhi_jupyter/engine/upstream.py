@@ -193,6 +193,9 @@ class _Conn(asyncio.BufferedProtocol):
                 # the consumer cannot take more yet: let the engine's socket fill up instead
                 self.transport.pause_reading()
                 pending.add_done_callback(self._resume)
+        self._first_piece_done()
+
+    def _first_piece_done(self) -> None:
         if self.after_first_piece is not None:
             then, self.after_first_piece = self.after_first_piece, None
             then()
@@ -202,9 +205,7 @@ class _Conn(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     def _finish(self) -> None:
-        if self.after_first_piece is not None:  # a reply without a body
-            then, self.after_first_piece = self.after_first_piece, None
-            then()
+        self._first_piece_done()  # for a reply without a body
         self._state, self._sink = _IDLE, None
         body, self._parts = b"".join(self._parts), []
         self._resolve(body)

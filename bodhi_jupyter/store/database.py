@@ -28,6 +28,13 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 
+#: what every SQLite connection is set up with, by ``Database.sqlite_wal``
+_SQLITE_PRAGMAS = {
+    True: ("PRAGMA foreign_keys=ON", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"),
+    False: ("PRAGMA foreign_keys=ON", "PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL"),
+}
+
+
 def migrations_dir() -> Path:
     """Installed wheels carry the migrations inside the package; a source checkout has them
     at the top of the repository."""
@@ -97,12 +104,11 @@ class Database(LoggingConfigurable):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url)
         if url.get_backend_name() == "sqlite":
-            journal = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL") \
-                if self.sqlite_wal else ("PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL")
+            statements = _SQLITE_PRAGMAS[self.sqlite_wal]
 
             def pragmas(dbapi_conn, _record):
                 cur = dbapi_conn.cursor()
-                for statement in ("PRAGMA foreign_keys=ON", *journal):
+                for statement in statements:
                     cur.execute(statement)
                 cur.close()
 

@@ -75,13 +75,15 @@ async def test_no_quota_by_default():
 async def test_concurrent_requests():
     policy = QuotaPolicy(group_quotas={"g": {"concurrent": 2}})
     alice = user("alice", "g")
-    async with policy.admitted(alice), policy.admitted(alice):
-        err = await refused(policy, alice)
-        assert err.quota == "concurrent" and err.retry_after == 1
-        await policy.admit(user("bob", "g"))  # per user
+    await policy.admit(alice)
+    await policy.admit(alice)
+    err = await refused(policy, alice)  # a refusal counts nothing
+    assert err.quota == "concurrent" and err.retry_after == 1
+    await policy.admit(user("bob", "g"))  # per user
+    policy.leave(alice)
+    policy.leave(alice)
     assert policy.in_flight("alice") == 0
-    async with policy.admitted(alice):
-        pass
+    await policy.admit(alice)
 
 
 async def test_requests_per_minute_shares_the_rate_limiters_windows():
