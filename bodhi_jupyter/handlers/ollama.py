@@ -22,6 +22,7 @@ from ..models.pulls import classify, validate_repo
 from ..models.registry import ModelNotFound, ResolvedModel
 from .base import BodhiHandler, domain_errors_as_http, requires
 from .openai import InferenceHandler, _StreamAborted, check_model_allowed
+from .stream_writer import StreamWriter
 
 NDJSON = "application/x-ndjson"
 
@@ -136,21 +137,10 @@ class OllamaInference(OllamaMixin, InferenceHandler):
         self.set_header("Content-Type", NDJSON)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        connection = self.request.connection
-        connection.stream.set_nodelay(True)
+        self.request.connection.stream.set_nodelay(True)
         translator = ollama.StreamTranslator(self._t, self._name, self._timing)
-        started: list[bool] = []
-
-        def send(data: bytes):
-            if started:
-                sent = connection.write(data)
-            else:  # the first line goes with the headers
-                started.append(True)
-                self.write(data)
-                sent = self.flush()
-            if sent.done() and sent.exception() is not None:
-                resp.close()
-            return sent
+        send = StreamWriter(self, resp.close)
+        send.start()
 
         def sink(piece: bytes):
             data = translator.feed(piece)

@@ -24,6 +24,7 @@ from ..service_forwarding import SERVICE_UPSTREAM
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
+from .stream_writer import StreamWriter
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -322,27 +323,22 @@ class InferenceHandler(OpenAIHandler):
 
     async def _relay_stream(self, resp: UpstreamResponse) -> None:
         """Each piece the engine sends is written to the client from the engine socket's
-        read callback: the first with the headers, the rest straight to the connection,
-        without awaiting a flush that has nothing left to wait for."""
+        read callback (:class:`StreamWriter`), without awaiting a flush that has nothing
+        left to wait for."""
         self.start_event_stream()
-        connection = self.request.connection
         tail = [b"", b"", b""]  # the token counts come in the last events
         head: list[bytes] = []  # ... and, for Anthropic's, in the first
+        write = StreamWriter(self, resp.close)  # hanging up on the engine stops generation
+        write.start()
 
         def sink(piece: bytes):
             piece = self.stream_piece(piece)
             if not piece:
                 return None
             tail[0], tail[1], tail[2] = tail[1], tail[2], piece
-            if head:
-                sent = connection.write(piece)
-            else:  # the first piece: with the headers, as RequestHandler writes them
+            if not head:
                 head.append(piece)
-                self.write(piece)
-                sent = self.flush()
-            if sent.done() and sent.exception() is not None:
-                resp.close()  # the client has gone: hanging up stops generation
-            return sent
+            return write(piece)
 
         await self._relay_through(resp, sink, lambda: self.stream_counts(head, tail))
 

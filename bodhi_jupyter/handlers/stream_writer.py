@@ -1,0 +1,71 @@
+"""Writing a relayed stream to the client, one piece per engine read.
+
+After the headers, tornado's write path costs two futures, a done-callback and one more
+event-loop turn for every piece (``HTTP1Connection.write`` and ``IOStream.write``): a
+fifth or more of the proxy's own CPU per streamed token. While tornado has nothing
+queued for the connection, a piece can go straight to the socket instead, framed as tornado
+would frame it; whatever cannot be sent at once goes through tornado, in order, and so does
+every write once tornado has a backlog, until it has drained it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tornado import web
+from tornado.concurrent import Future
+from tornado.iostream import IOStream
+
+
+class StreamWriter:
+    """``start()`` sends the headers; then call it with each piece of the reply.
+    ``on_gone`` runs when the client has gone. A call returns None when the piece is sent,
+    else tornado's future for it (pending while the client is slow to read: reading from
+    the engine should pause until it is done).
+
+    The headers go out as soon as the engine has answered, as the engine's own go out
+    before its first token: formatting them overlaps the engine's work on that token, and
+    the first piece then costs no more than the rest. Direct writes are only for a plain
+    TCP or Unix stream (not TLS) to an HTTP/1.1 client, to which tornado sends a reply of
+    unknown length chunked; anything else always goes through tornado."""
+
+    def __init__(self, handler: web.RequestHandler, on_gone: Callable[[], None]):
+        self._handler = handler
+        self._on_gone = on_gone
+        self._connection = handler.request.connection
+        self._stream = self._connection.stream
+        self._sock = None  # once the headers are out: the socket, if it may be written
+
+    def start(self) -> None:
+        """The status and headers, now (``RequestHandler.flush`` with no body yet)."""
+        self._report(self._handler.flush())
+        if type(self._stream) is IOStream and self._handler.request.version == "HTTP/1.1":
+            self._sock = self._stream.socket
+
+    def __call__(self, piece: bytes) -> Future | None:
+        if self._sock is None:
+            return self._report(self._connection.write(piece))
+        return self._report(self._direct(piece))
+
+    def _report(self, sent: Future | None) -> Future | None:
+        if sent is not None and sent.done() and sent.exception() is not None:
+            self._on_gone()
+        return sent
+
+    def _direct(self, piece: bytes) -> Future | None:
+        stream = self._stream
+        if stream.writing() or stream.closed():
+            return self._connection.write(piece)  # keeps the order; reports the close
+        frame = b"%x\r\n%b\r\n" % (len(piece), piece)  # one HTTP/1.1 chunk
+        try:
+            sent = self._sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # let tornado meet the same error: it closes the stream and fails the future
+            return self._connection.write(piece)
+        if sent == len(frame):
+            return None
+        if sent == 0:
+            return self._connection.write(piece)
+        return stream.write(memoryview(frame)[sent:])  # the rest of this chunk, queued

@@ -1,0 +1,221 @@
+"""Relayed stream pieces to the client: straight to the socket while tornado has nothing
+queued, through tornado otherwise, in order, framed as HTTP/1.1 chunks either way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from tornado.iostream import IOStream, StreamClosedError
+
+from bodhi_jupyter.handlers.stream_writer import StreamWriter
+
+from ..conftest import until
+from .test_tokens_api import fake_aliases
+
+
+def chunk(piece: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(piece), piece)
+
+
+class Connection:
+    """What StreamWriter needs of tornado's HTTP1Connection: the stream, and ``write``,
+    which frames a chunk and queues it on the stream (counted, to see which path ran)."""
+
+    def __init__(self, stream: IOStream):
+        self.stream = stream
+        self.writes = 0
+
+    def write(self, piece: bytes):
+        self.writes += 1
+        return self.stream.write(chunk(piece))
+
+
+class Request:
+    def __init__(self, connection: Connection, version: str):
+        self.connection = connection
+        self.version = version
+
+
+HEAD = b"HTTP/1.1 200 OK\r\n\r\n"
+
+
+class Handler:
+    """RequestHandler.flush before anything was written: the headers alone."""
+
+    def __init__(self, connection: Connection, version: str = "HTTP/1.1"):
+        self.request = Request(connection, version)
+
+    def flush(self):
+        return self.request.connection.stream.write(HEAD)
+
+
+@pytest.fixture
+def pair():
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    stream = IOStream(ours)
+    yield stream, theirs
+    stream.close()
+    theirs.close()
+
+
+def read_available(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    out = b""
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+async def test_the_headers_go_first_then_each_piece_straight_to_the_socket(pair):
+    stream, theirs = pair
+    conn = Connection(stream)
+    gone = []
+    write = StreamWriter(Handler(conn), lambda: gone.append(True))
+    write.start()
+    assert read_available(theirs) == HEAD  # before the engine's first piece
+    assert [write(b"first"), write(b"second"), write(b"third")] == [None, None, None]
+    assert conn.writes == 0  # not one piece went through tornado's write path
+    assert read_available(theirs) == chunk(b"first") + chunk(b"second") + chunk(b"third")
+    assert not gone
+
+
+async def test_a_client_slow_to_read_gets_every_byte_in_order(pair):
+    stream, theirs = pair
+    conn = Connection(stream)
+    write = StreamWriter(Handler(conn), lambda: None)
+    write.start()
+    pieces = [json.dumps({"n": i, "pad": "x" * 3000}).encode() for i in range(2000)]
+    results = [write(p) for p in pieces]  # nobody reads: the socket buffer fills up
+    pending = [r for r in results if r is not None and not r.done()]
+    assert pending, "the socket never filled: the test sent too little"
+    first_queued = results.index(pending[0])
+    assert None not in results[first_queued:]  # once there is a backlog, through tornado
+    assert conn.writes >= len(pieces) - first_queued - 1
+    received = b""
+
+    def drain() -> bool:
+        nonlocal received
+        received += read_available(theirs)
+        return all(r is None or r.done() for r in results)
+
+    await until(drain, timeout=10)
+    received += read_available(theirs)
+    assert received == HEAD + b"".join(chunk(p) for p in pieces)
+    writes = conn.writes
+    assert write(b"after") is None  # the backlog is gone: straight to the socket again
+    assert conn.writes == writes
+    assert read_available(theirs) == chunk(b"after")
+
+
+async def test_a_client_that_hung_up_is_reported_gone(pair):
+    stream, theirs = pair
+    gone = []
+    write = StreamWriter(Handler(Connection(stream)), lambda: gone.append(True))
+    write.start()
+    write(b"first")
+    theirs.close()
+    for _ in range(3):  # the first send after a close may still succeed
+        sent = write(b"next")
+        if sent is not None:
+            break
+    assert gone == [True]
+    assert sent.done() and isinstance(sent.exception(), StreamClosedError)
+    assert stream.closed()
+
+
+async def test_an_http_1_0_client_is_written_only_through_tornado(pair):
+    stream, theirs = pair
+    conn = Connection(stream)
+    write = StreamWriter(Handler(conn, version="HTTP/1.0"), lambda: None)
+    write.start()
+    write(b"first")
+    write(b"second")
+    assert conn.writes == 2  # tornado frames HTTP/1.0 replies (not chunked) its own way
+
+
+class TestThroughTheServer:
+    """A raw client sees what the writer puts on the wire: the headers before the engine's
+    first token, then chunks an HTTP/1.1 client can parse and reuse the connection after;
+    an HTTP/1.0 client gets the events unframed, then the close."""
+
+    @pytest.fixture
+    def bodhi_config(self, fake_engine, smollm2_path):
+        return fake_aliases(fake_engine, smollm2_path)
+
+    @staticmethod
+    def request(path: str, token: str, version: str, text: str, n: int) -> bytes:
+        body = json.dumps({"model": "fake-a", "stream": True, "max_tokens": n,
+                           "messages": [{"role": "user", "content": text}]}).encode()
+        return (f"POST {path}/chat/completions {version}\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: token {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    @staticmethod
+    async def chunked_body(reader: asyncio.StreamReader) -> bytes:
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            data = await reader.readexactly(size + 2)
+            assert data.endswith(b"\r\n")
+            if not size:
+                return body
+            body += data[:-2]
+
+    async def test_http_1_1_headers_before_the_first_token_then_chunks(self, api_url,
+                                                                        jupyter_token):
+        url = urlsplit(api_url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        try:
+            writer.write(self.request(url.path, jupyter_token, "HTTP/1.1",
+                                      "[delay=0.2] [stamp=1]", 3))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            head_at = time.time() * 1000
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert b"transfer-encoding: chunked" in head.lower()
+            events = sse_data(await asyncio.wait_for(self.chunked_body(reader), 30))
+            assert events[-1] == "[DONE]"
+            stamps = [float(e["choices"][0]["delta"]["content"].strip(" @"))
+                      for e in map(json.loads, events[:-1])
+                      if e["choices"][0]["delta"].get("content")]
+            assert len(stamps) == 3
+            assert head_at < stamps[0]  # the engine sent its first token after the headers
+            # the connection is still good for the next request
+            writer.write(self.request(url.path, jupyter_token, "HTTP/1.1", "again", 2))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            events = sse_data(await asyncio.wait_for(self.chunked_body(reader), 30))
+            assert events[-1] == "[DONE]" and len(events) >= 3
+        finally:
+            writer.close()
+
+    async def test_http_1_0_gets_the_events_unframed_then_the_close(self, api_url,
+                                                                     jupyter_token):
+        url = urlsplit(api_url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        try:
+            writer.write(self.request(url.path, jupyter_token, "HTTP/1.0", "hi", 4))
+            reply = await asyncio.wait_for(reader.read(), 30)  # until the server closes
+        finally:
+            writer.close()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"transfer-encoding" not in head.lower()
+        events = sse_data(body)
+        assert events[-1] == "[DONE]"
+        assert sum(bool(json.loads(e)["choices"][0]["delta"].get("content"))
+                   for e in events[:-1]) == 4
+
+
+def sse_data(body: bytes) -> list[str]:
+    return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
