@@ -13,8 +13,9 @@ Phases:
      3. aggregate streamed tokens/s with 1, 8 and 32 concurrent streaming clients
   B. stand-in engine (tests/fake_llama_server.py): the proxy's own cost
      4. the same latency pairs; time to first chunk with chunks at once and paced 5 ms
-        apart (as a model sends them); Jupyter CPU per chunk over a long paced stream;
-        streamed chunks/s with 8 and 32 clients
+        apart (as a model sends them); Jupyter CPU per chunk over a long paced stream, at
+        5 and 25 ms gaps, beside a bare asyncio relay's at the same gaps
+        (bench/relay_floor.py); streamed chunks/s with 8 and 32 clients
      5. the upstream client against httpx and tornado's clients (bench/upstream_clients.py)
 
 Direct requests go to http://127.0.0.1:ENGINE_PORT/v1/... with the engine's API key (read
@@ -65,6 +66,7 @@ TARGET_CPU_PER_CHUNK_MS = 0.1
 TARGET_START_MS = 150
 TARGET_START_MIB = 20
 PACING_S = 0.005  # the stand-in's gap between streamed chunks, like a model's
+SLOW_PACING_S = 0.025  # ... and a slower model's (40 tokens/s, as the demo model on 2 cores)
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -126,6 +128,23 @@ def cpu_s(pid: int) -> float:
         return t.user + t.system
     except psutil.Error:
         return float("nan")
+
+
+def thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's live threads, to the nanosecond (schedstat), where
+    psutil's figure moves in 10 ms ticks: for windows of a few seconds. A thread that
+    ends inside the window is not counted."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        return cpu_s(pid)
+    return total / 1e9 if total else cpu_s(pid)
 
 
 class BenchError(RuntimeError):
@@ -491,7 +510,11 @@ def throughput(t: Target, body: bytes, clients: int, rounds: int) -> dict:
 
 def throughput_compare(direct: Target, proxied: Target, clients: int, rounds: int,
                        body: bytes, repeats: int, pids: dict[str, int]) -> dict:
-    """Alternate D P P D ...; aggregate tokens over the summed wall time of each side."""
+    """Alternate D P P D ...; aggregate tokens over the summed wall time of each side.
+
+    Many short runs, not a few long ones: the engine's own speed drifts by several percent
+    over a minute on a shared machine, and alternating often puts both sides through the
+    same drift."""
     runs = {"direct": [], "proxied": []}
     order = []
     for r in range(repeats):
@@ -589,13 +612,14 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
     pids = {"jupyter": server.proc.pid, "engine": engine.pid}
     for clients in (1, 8, 32):
         rounds = cfg["rounds"].get(clients, 1)
+        repeats = cfg["repeats"][clients]
         print(f"  [3] streaming throughput, {clients} client(s) x {rounds} request(s) x "
-              f"{cfg['stream_tokens']} tokens, {cfg['repeats']} run(s) each side ...",
+              f"{cfg['stream_tokens']} tokens, {repeats} run(s) each side, alternating ...",
               flush=True)
         # warm-up: fill the slots once
         throughput(d, body, clients, 1)
         res["real"]["throughput"][str(clients)] = throughput_compare(
-            d, p, clients, rounds, body, cfg["repeats"], pids)
+            d, p, clients, rounds, body, repeats, pids)
     one = res["real"]["throughput"]["1"]["proxied"]
     res["real"]["cpu_ms_per_chunk"] = one["cpu_s"]["jupyter"] * 1e3 / max(one["tokens"], 1)
     server.stop()
@@ -636,14 +660,21 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
     finally:
         direct.close()
         proxied.close()
-    print(f"  [4] Jupyter CPU per chunk: one stream of {cfg['long_chunks']} chunks "
-          f"{PACING_S * 1e3:g} ms apart ...", flush=True)
-    long = chat_body(f"Write. [delay={PACING_S}]", max_tokens=cfg["long_chunks"], stream=True)
-    cpu0 = cpu_s(server.proc.pid)
-    run = throughput(p, long, 1, 1)
-    res["fake"]["long_stream"] = {
-        "chunks": run["tokens"], "wall_s": run["wall_s"],
-        "cpu_ms_per_chunk": (cpu_s(server.proc.pid) - cpu0) * 1e3 / max(run["tokens"], 1)}
+    for key, gap, chunks in (("long_stream", PACING_S, cfg["long_chunks"]),
+                             ("long_stream_slow", SLOW_PACING_S, cfg["slow_chunks"])):
+        print(f"  [4] Jupyter CPU per chunk: one stream of {chunks} chunks "
+              f"{gap * 1e3:g} ms apart ...", flush=True)
+        long = chat_body(f"Write. [delay={gap}]", max_tokens=chunks, stream=True)
+        cpu0 = thread_cpu_s(server.proc.pid)
+        run = throughput(p, long, 1, 1)
+        res["fake"][key] = {
+            "chunks": run["tokens"], "wall_s": run["wall_s"], "gap_ms": gap * 1e3,
+            "cpu_ms_per_chunk": ((thread_cpu_s(server.proc.pid) - cpu0) * 1e3
+                                 / max(run["tokens"], 1))}
+    print("  [4] a bare asyncio relay at the same gaps (bench/relay_floor.py) ...", flush=True)
+    import relay_floor
+    res["fake"]["relay_floor_us"] = relay_floor.measure((PACING_S, SLOW_PACING_S),
+                                                        cfg["floor_s"])
     print("  [5] upstream clients against the stand-in ...", flush=True)
     import upstream_clients
     res["fake"]["upstream_clients"] = upstream_clients.compare(
@@ -656,7 +687,7 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
         print(f"  [4] streaming throughput, {clients} clients ...", flush=True)
         throughput(d, body, clients, 1)
         res["fake"]["throughput"][str(clients)] = throughput_compare(
-            d, p, clients, cfg["fake_rounds"], body, cfg["repeats"], pids)
+            d, p, clients, cfg["fake_rounds"], body, cfg["fake_repeats"], pids)
     server.stop()
 
 
@@ -688,6 +719,13 @@ def fmt_latency(title: str, lat: dict, target: float | None) -> list[str]:
     return lines
 
 
+def spread(rates: list[float]) -> str:
+    """Each run's rate, or their range when there are many."""
+    if len(rates) <= 4:
+        return " ".join(f"{r:.0f}" for r in rates)
+    return f"{len(rates)} runs {min(rates):.0f}-{max(rates):.0f}"
+
+
 def fmt_throughput(title: str, tp: dict, unit: str, target: float | None) -> list[str]:
     lines = [title,
              f"    {'clients':>7}{'direct ' + unit:>18}{'proxied ' + unit:>18}{'ratio':>8}"
@@ -695,8 +733,7 @@ def fmt_throughput(title: str, tp: dict, unit: str, target: float | None) -> lis
     for clients, t in tp.items():
         d, p = t["direct"], t["proxied"]
         same = f"{min(d['min_stream'], p['min_stream'])}-{max(d['max_stream'], p['max_stream'])}"
-        runs = (" ".join(f"{r:.0f}" for r in d["runs_tok_per_s"]) + " | " +
-                " ".join(f"{r:.0f}" for r in p["runs_tok_per_s"]))
+        runs = f"{spread(d['runs_tok_per_s'])} | {spread(p['runs_tok_per_s'])}"
         mark = f"  {verdict(t['ratio'] >= target)}" if target is not None else ""
         failed = d["failed_streams"] + p["failed_streams"]
         if failed:
@@ -783,7 +820,18 @@ def report(res: dict) -> str:
         v = ls["cpu_ms_per_chunk"]
         out += [f"[4] stand-in engine: Jupyter CPU per chunk over one stream of {ls['chunks']} "
                 f"chunks {PACING_S * 1e3:g} ms apart: {v:.3f} ms  target <= "
-                f"{TARGET_CPU_PER_CHUNK_MS:g} ms {verdict(v <= TARGET_CPU_PER_CHUNK_MS)}", ""]
+                f"{TARGET_CPU_PER_CHUNK_MS:g} ms {verdict(v <= TARGET_CPU_PER_CHUNK_MS)}"]
+        slow, floor = fake.get("long_stream_slow"), fake.get("relay_floor_us", {})
+        if slow:
+            out.append(f"    the same, {slow['chunks']} chunks {slow['gap_ms']:g} ms apart: "
+                       f"{slow['cpu_ms_per_chunk']:.3f} ms")
+        if floor:
+            gaps = sorted(floor, key=float)
+            out.append("    a bare asyncio relay, same gaps (bench/relay_floor.py): "
+                       + ", ".join(f"{floor[g] / 1e3:.3f} ms at {g} ms" for g in gaps)
+                       + "  (the floor on this machine: waking after a longer sleep costs "
+                       "more)")
+        out.append("")
     if "throughput" in fake:
         out += fmt_throughput("[4] stand-in engine: aggregate streamed chunks/s (the proxy's "
                               "ceiling; no target - the stand-in is far faster than any model)",
@@ -830,6 +878,12 @@ def make_summary(res: dict) -> dict:
         v = fake["long_stream"]["cpu_ms_per_chunk"]
         s["Jupyter CPU per chunk (stand-in, paced)"] = (
             f"{v:.3f} ms  {verdict(v <= TARGET_CPU_PER_CHUNK_MS)}")
+    if "long_stream_slow" in fake and "relay_floor_us" in fake:
+        slow, floor = fake["long_stream_slow"], fake["relay_floor_us"]
+        ours, bare = fake["long_stream"]["cpu_ms_per_chunk"], floor[f"{PACING_S * 1e3:g}"] / 1e3
+        s["CPU per chunk / bare relay's, 5 | 25 ms gaps"] = (
+            f"{ours / bare:.1f}x | "
+            f"{slow['cpu_ms_per_chunk'] / (floor[f'{SLOW_PACING_S * 1e3:g}'] / 1e3):.1f}x")
     if "cpu_ms_per_chunk" in real:
         v = real["cpu_ms_per_chunk"]
         s["Jupyter CPU per token (real, 1 client)"] = (
@@ -877,14 +931,18 @@ def machine_facts() -> dict:
 def config(quick: bool) -> dict:
     if quick:
         return {"quick": True, "pairs": 40, "warmup": 8, "ttft_pairs": 10, "ttft_tokens": 4,
-                "stream_tokens": 32, "rounds": {1: 1, 8: 1, 32: 1}, "repeats": 1,
+                "stream_tokens": 32, "rounds": {1: 1, 8: 1, 32: 1},
+                "repeats": {1: 1, 8: 1, 32: 1}, "fake_repeats": 1,
                 "fake_pairs": 150, "fake_rounds": 2, "fake_stream_tokens": 64,
-                "paced_pairs": 40, "long_chunks": 300, "client_requests": 100,
+                "paced_pairs": 40, "long_chunks": 300, "slow_chunks": 60, "floor_s": 1.5,
+                "client_requests": 100,
                 "client_chunks": 150, "startup_rounds": 2, "fresh_rounds": 1}
     return {"quick": False, "pairs": 300, "warmup": 30, "ttft_pairs": 60, "ttft_tokens": 4,
-            "stream_tokens": 96, "rounds": {1: 6, 8: 2, 32: 1}, "repeats": 3,
+            "stream_tokens": 96, "rounds": {1: 1, 8: 1, 32: 1},
+            "repeats": {1: 18, 8: 6, 32: 3}, "fake_repeats": 3,
             "fake_pairs": 1000, "fake_rounds": 4, "fake_stream_tokens": 256,
-            "paced_pairs": 200, "long_chunks": 1000, "client_requests": 300,
+            "paced_pairs": 200, "long_chunks": 1000, "slow_chunks": 240, "floor_s": 5.0,
+            "client_requests": 300,
             "client_chunks": 400, "startup_rounds": 6, "fresh_rounds": 3}
 
 

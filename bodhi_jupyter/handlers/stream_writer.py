@@ -35,37 +35,32 @@ class StreamWriter:
         self._connection = handler.request.connection
         self._stream = self._connection.stream
         self._sock = None  # once the headers are out: the socket, if it may be written
+        self._queued: Future | None = None  # tornado's last write; done once it is out
 
     def start(self) -> None:
         """The status and headers, now (``RequestHandler.flush`` with no body yet)."""
-        self._report(self._handler.flush())
+        self._through_tornado(self._handler.flush())
         if type(self._stream) is IOStream and self._handler.request.version == "HTTP/1.1":
             self._sock = self._stream.socket
 
     def __call__(self, piece: bytes) -> Future | None:
-        if self._sock is None:
-            return self._report(self._connection.write(piece))
-        return self._report(self._direct(piece))
+        queued = self._queued
+        if self._sock is not None and (queued is None or queued.done()):
+            frame = b"%x\r\n%b\r\n" % (len(piece), piece)  # one HTTP/1.1 chunk
+            try:
+                sent = self._sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # closed: tornado meets the same error, closes, fails the future
+            if sent == len(frame):
+                return None
+            if sent:  # the rest of this chunk waits in tornado's buffer, and so does the next
+                return self._through_tornado(self._stream.write(memoryview(frame)[sent:]))
+        return self._through_tornado(self._connection.write(piece))
 
-    def _report(self, sent: Future | None) -> Future | None:
-        if sent is not None and sent.done() and sent.exception() is not None:
+    def _through_tornado(self, sent: Future) -> Future:
+        self._queued = sent
+        if sent.done() and sent.exception() is not None:
             self._on_gone()
         return sent
-
-    def _direct(self, piece: bytes) -> Future | None:
-        stream = self._stream
-        if stream.writing() or stream.closed():
-            return self._connection.write(piece)  # keeps the order; reports the close
-        frame = b"%x\r\n%b\r\n" % (len(piece), piece)  # one HTTP/1.1 chunk
-        try:
-            sent = self._sock.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # let tornado meet the same error: it closes the stream and fails the future
-            return self._connection.write(piece)
-        if sent == len(frame):
-            return None
-        if sent == 0:
-            return self._connection.write(piece)
-        return stream.write(memoryview(frame)[sent:])  # the rest of this chunk, queued

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""What relaying one paced chunk costs the simplest possible Python relay on this machine:
+an asyncio protocol that sends each piece it reads straight on, nothing else. It is the
+floor for the proxy's own CPU per streamed chunk, measured at the gaps the proxy sees.
+
+    python bench/relay_floor.py
+
+A sender process writes HTTP-chunk-sized pieces with a fixed gap, the relay (this process)
+forwards them, a receiver process reads them; the relay's CPU time is its own thread's
+(``time.thread_time``). On a virtual machine a process woken after a longer sleep runs its
+first instructions slower, so the cost per chunk grows with the gap whatever the relay does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import socket
+import sys
+import time
+
+PIECE = b"f8\r\n" + b"d" * 248 + b"\r\n"  # about one streamed token's chunk
+
+
+def _sender(port: int, chunks: int, gap: float) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(chunks):
+            time.sleep(gap)
+            s.sendall(PIECE)
+
+
+def _receiver(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    with conn:
+        while conn.recv(65536):
+            pass
+
+
+class _Relay(asyncio.BufferedProtocol):
+    def __init__(self, out: socket.socket, done: asyncio.Future):
+        self.out, self.done = out, done
+        self.buffer = memoryview(bytearray(65536))
+        self.cpu_start: float | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.cpu_start is None:  # from the first piece: not the set-up
+            self.cpu_start = time.thread_time()
+        self.out.send(bytes(self.buffer[:nbytes]))
+
+    def connection_lost(self, exc) -> None:
+        self.done.set_result(time.thread_time() - self.cpu_start)
+
+
+async def _relay(chunks: int, gap: float) -> float:
+    """CPU microseconds per chunk of the relay's thread."""
+    ctx = multiprocessing.get_context("fork")
+    listener = socket.create_server(("127.0.0.1", 0))
+    receiver = ctx.Process(target=_receiver, args=(listener,), daemon=True)
+    receiver.start()
+    out = socket.create_connection(listener.getsockname())
+    listener.close()
+    out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    server = await loop.create_server(lambda: _Relay(out, done), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = ctx.Process(target=_sender, args=(port, chunks, gap), daemon=True)
+    sender.start()
+    try:
+        cpu = await asyncio.wait_for(done, chunks * gap * 3 + 30)
+    finally:
+        server.close()
+        out.close()
+        sender.join(10)
+        receiver.join(10)
+    return cpu * 1e6 / (chunks - 1)  # the first piece started the clock
+
+
+def measure(gaps_s: tuple[float, ...], seconds: float = 5.0) -> dict[str, float]:
+    """CPU µs per chunk at each gap (in ms, as keys), ``seconds`` of stream each."""
+    return {f"{gap * 1e3:g}": asyncio.run(_relay(max(int(seconds / gap), 50), gap))
+            for gap in gaps_s}
+
+
+def main() -> int:
+    for gap, us in measure((0.005, 0.025)).items():
+        print(f"bare asyncio relay, chunks {gap} ms apart: {us:.1f} us CPU per chunk")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
