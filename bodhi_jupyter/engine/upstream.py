@@ -63,16 +63,12 @@ class _Conn(asyncio.BufferedProtocol):
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(self._read_buffer[:nbytes])
-        if self._state == _BODY and self._framing == _CHUNKED and not self._buf:
-            self._consume_chunked(data)  # a streamed reply's every read: parse, copy nothing
-        else:
-            self.data_received(data)
+        self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         self.received = True
         if self._state == _BODY and self._framing == _CHUNKED and not self._buf:
-            self._consume_chunked(data)
+            self._consume_chunked(data)  # the common case: parse what came, copy nothing
             return
         self._buf += data
         if self._state == _BODY:
@@ -197,8 +193,7 @@ class _Conn(asyncio.BufferedProtocol):
                 # the consumer cannot take more yet: let the engine's socket fill up instead
                 self.transport.pause_reading()
                 pending.add_done_callback(self._resume)
-        if self.after_first_piece is not None:
-            self._first_piece_done()
+        self._first_piece_done()
 
     def _first_piece_done(self) -> None:
         if self.after_first_piece is not None:
