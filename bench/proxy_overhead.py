@@ -66,7 +66,7 @@ TARGET_CPU_PER_CHUNK_MS = 0.1
 TARGET_START_MS = 150
 TARGET_START_MIB = 20
 PACING_S = 0.005  # the stand-in's gap between streamed chunks, like a model's
-SLOW_PACING_S = 0.025  # ... and a slower model's (40 tokens/s, as the demo model on 2 cores)
+SLOW_PACING_S = 0.025  # ... and a slower model's (40 tokens/s)
 
 
 # -- small helpers -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from ..auth.scopes import ROLE_SCOPE, includes, narrower
 from ..auth.tokens import looks_like_token
 from ..errors import BodhiAPIError, as_http, error_type, invalid
 from ..request_id import bind_request_id, request_id_from
+from .stream_writer import StreamWriter
 
 if TYPE_CHECKING:
     from ..app import BodhiApp
@@ -404,12 +406,18 @@ class BodhiHandler(APIHandler):
         super().log_exception(typ, value, tb)
 
     # -- server-sent events ----------------------------------------------------------------
-    def start_event_stream(self) -> None:
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+    def start_event_stream(self, on_gone: Callable[[], None],
+                           content_type: str = "text/event-stream; charset=utf-8"
+                           ) -> StreamWriter:
+        """Send a stream's status and headers now; the writer takes its pieces."""
+        self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         # each event is a small write: without this, Nagle's algorithm holds it back
         self.request.connection.stream.set_nodelay(True)
+        writer = StreamWriter(self, on_gone)
+        writer.start()
+        return writer
 
     async def send_event_bytes(self, data: bytes) -> bool:
         """Write and flush at once; False when the client has gone."""

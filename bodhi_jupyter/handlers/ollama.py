@@ -22,7 +22,6 @@ from ..models.pulls import classify, validate_repo
 from ..models.registry import ModelNotFound, ResolvedModel
 from .base import BodhiHandler, domain_errors_as_http, requires
 from .openai import InferenceHandler, _StreamAborted, check_model_allowed
-from .stream_writer import StreamWriter
 
 NDJSON = "application/x-ndjson"
 
@@ -134,13 +133,8 @@ class OllamaInference(OllamaMixin, InferenceHandler):
 
     async def _relay_ndjson(self, resp) -> None:
         """Each engine event becomes an NDJSON line, written as it arrives."""
-        self.set_header("Content-Type", NDJSON)
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
-        self.request.connection.stream.set_nodelay(True)
+        send = self.start_event_stream(resp.close, content_type=NDJSON)
         translator = ollama.StreamTranslator(self._t, self._name, self._timing)
-        send = StreamWriter(self, resp.close)
-        send.start()
 
         def sink(piece: bytes):
             data = translator.feed(piece)

@@ -24,7 +24,6 @@ from ..service_forwarding import SERVICE_UPSTREAM
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
-from .stream_writer import StreamWriter
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -325,11 +324,9 @@ class InferenceHandler(OpenAIHandler):
         """Each piece the engine sends is written to the client from the engine socket's
         read callback (:class:`StreamWriter`), without awaiting a flush that has nothing
         left to wait for."""
-        self.start_event_stream()
+        write = self.start_event_stream(resp.close)  # hanging up stops generation
         tail = [b"", b"", b""]  # the token counts come in the last events
         head: list[bytes] = []  # ... and, for Anthropic's, in the first
-        write = StreamWriter(self, resp.close)  # hanging up on the engine stops generation
-        write.start()
 
         def sink(piece: bytes):
             piece = self.stream_piece(piece)

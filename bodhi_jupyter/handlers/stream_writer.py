@@ -1,9 +1,9 @@
 """Writing a relayed stream to the client, one piece per engine read.
 
 After the headers, tornado's write path costs two futures, a done-callback and one more
-event-loop turn for every piece (``HTTP1Connection.write`` and ``IOStream.write``): a
-fifth or more of the proxy's own CPU per streamed token. While tornado has nothing
-queued for the connection, a piece can go straight to the socket instead, framed as tornado
+event-loop turn for every piece (``HTTP1Connection.write`` and ``IOStream.write``), a
+good share of the proxy's own CPU per streamed token (bench/proxy_overhead.py). While
+tornado has nothing queued for the connection, a piece can go straight to the socket instead, framed as tornado
 would frame it; whatever cannot be sent at once goes through tornado, in order, and so does
 every write once tornado has a backlog, until it has drained it.
 """
@@ -49,10 +49,8 @@ class StreamWriter:
             frame = b"%x\r\n%b\r\n" % (len(piece), piece)  # one HTTP/1.1 chunk
             try:
                 sent = self._sock.send(frame)
-            except BlockingIOError:
+            except OSError:  # full: tornado queues it; closed: tornado fails the future
                 sent = 0
-            except OSError:
-                sent = 0  # closed: tornado meets the same error, closes, fails the future
             if sent == len(frame):
                 return None
             if sent:  # the rest of this chunk waits in tornado's buffer, and so does the next

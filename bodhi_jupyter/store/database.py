@@ -77,11 +77,11 @@ class Database(LoggingConfigurable):
     sqlite_wal = Bool(
         True,
         help="Use SQLite's write-ahead log with synchronous=NORMAL: a commit appends to the "
-        "log without an fsync (about a sixth of the CPU of the rollback journal's commit: "
-        "bench/sqlite_commits.py). A committed record survives the server being killed; a power cut or "
-        "an operating-system crash may lose the last commits, never the file. Turn it off "
-        "for a data directory on a network filesystem (NFS), where SQLite cannot share "
-        "the log's index between processes.",
+        "log without an fsync (a few times less CPU than the rollback journal's commit: "
+        "bench/sqlite_commits.py). A committed record survives the server being killed; a "
+        "power cut or an operating-system crash may lose the last commits, never the file. "
+        "Turn it off for a data directory on a network filesystem (NFS), where SQLite "
+        "cannot share the log's index between processes.",
     ).tag(config=True)
 
     @default("url")
