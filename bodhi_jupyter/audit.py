@@ -115,13 +115,13 @@ class AuditLog(BatchWriter):
     def _write(self, batch: list[AuditEntry]) -> None:
         from sqlalchemy import insert
 
-        from .store.orm import AuditRecord
+        from .store.tables import audit_log
         rows = [{"at": e.at.astimezone(timezone.utc), "actor": e.actor, "via": e.via,
                  "address": e.address, "action": e.action, "target": e.target,
                  "details": e.details, "request_id": e.request_id} for e in batch]
         try:
-            with self.database.engine.begin() as conn:
-                conn.execute(insert(AuditRecord.__table__), rows)
+            with self.database.begin() as conn:
+                conn.execute(insert(audit_log), rows)
         except Exception as e:  # the log line is out already; never take the server down
             self.log.error("bodhi: could not write %d audit entries: %s", len(batch), e)
 
@@ -133,7 +133,8 @@ class AuditLog(BatchWriter):
         ``.``; ``since`` inclusive, ``until`` exclusive. Blocking: run it off the loop."""
         from sqlalchemy import func, select
 
-        from .store.orm import AuditRecord as A
+        from .store.tables import audit_log
+        A = audit_log.c
         where = []
         if user:
             where.append(A.actor == user)
@@ -148,10 +149,11 @@ class AuditLog(BatchWriter):
             where.append(A.at >= _naive_utc(since, self.database))
         if until is not None:
             where.append(A.at < _naive_utc(until, self.database))
-        with self.database.session() as s:
-            total = s.scalar(select(func.count()).select_from(A).where(*where))
-            rows = s.scalars(select(A).where(*where).order_by(A.at.desc(), A.id.desc())
-                             .offset(offset).limit(limit)).all()
+        with self.database.read() as conn:
+            total = conn.scalar(select(func.count()).select_from(audit_log).where(*where))
+            rows = conn.execute(select(audit_log).where(*where)
+                                .order_by(A.at.desc(), A.id.desc())
+                                .offset(offset).limit(limit)).all()
             out = []
             for r in rows:
                 at = r.at if r.at.tzinfo else r.at.replace(tzinfo=timezone.utc)

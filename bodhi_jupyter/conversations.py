@@ -14,13 +14,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from .errors import BodhiAPIError, invalid
 from .store.database import Database
 
 if TYPE_CHECKING:  # SQLAlchemy is imported when storage is first used, not at start-up
-    from .store.orm import Conversation, ConversationMessage
+    from sqlalchemy.engine import Row
 
 ROLES = ("system", "user", "assistant")
 #: "streaming" while the panel is still writing a reply; "cut_off" when it never finished
@@ -168,7 +169,7 @@ class MessageRecord:
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: ConversationMessage) -> "MessageRecord":
+    def of(cls, row: Row) -> "MessageRecord":
         status = row.status
         if status == "streaming" and _utc(row.updated_at) < datetime.now(timezone.utc) - STALE_STREAM:
             status = "cut_off"  # the tab that wrote it went away mid-reply
@@ -196,7 +197,7 @@ class ConversationRecord:
     messages: tuple[MessageRecord, ...] | None = None
 
     @classmethod
-    def of(cls, row: Conversation, message_count: int = 0,
+    def of(cls, row: Row, message_count: int = 0,
            messages: list[MessageRecord] | None = None) -> "ConversationRecord":
         return cls(row.id, row.owner, row.title or "New chat", row.model, dict(row.params or {}),
                    _utc(row.created_at), _utc(row.updated_at), message_count,
@@ -239,145 +240,150 @@ class ConversationStore:
     def __init__(self, database: Database):
         self.database = database
 
-    def _own(self, s, owner: str, conversation_id: str) -> Conversation:
-        from .store.orm import Conversation
-        row = s.get(Conversation, conversation_id)
+    def _own(self, conn, owner: str, conversation_id: str) -> Row:
+        from sqlalchemy import select
+
+        from .store.tables import conversations as c
+        row = conn.execute(select(c).where(c.c.id == conversation_id)).first()
         if row is None or row.owner != owner:
             raise not_found(conversation_id)
         return row
 
     def create(self, owner: str, title: str | None = None, model: str | None = None,
                params: dict | None = None) -> ConversationRecord:
-        from .store.orm import Conversation
+        from .store.tables import conversations
         now = datetime.now(timezone.utc)
-        row = Conversation(id=uuid.uuid4().hex, owner=owner, title=title or "",
-                           title_auto=title is None, model=model, params=params or {},
-                           created_at=now, updated_at=now)
-        with self.database.session() as s, s.begin():
-            s.add(row)
-        return ConversationRecord.of(row, 0, [])
+        row = dict(id=uuid.uuid4().hex, owner=owner, title=title or "",
+                   title_auto=title is None, model=model, params=params or {},
+                   created_at=now, updated_at=now)
+        with self.database.begin() as conn:
+            conn.execute(conversations.insert().values(row))
+        return ConversationRecord.of(SimpleNamespace(**row), 0, [])
 
     def list(self, owner: str, query: str | None = None, offset: int = 0,
              limit: int = 50) -> tuple[list[ConversationRecord], int]:
         """Newest activity first; ``query`` matches titles and message text, ignoring case."""
         from sqlalchemy import exists, func, or_, select
-        from .store.orm import Conversation, ConversationMessage
-        counts = (select(ConversationMessage.conversation_id,
-                         func.count().label("n"))
-                  .group_by(ConversationMessage.conversation_id).subquery())
-        where = [Conversation.owner == owner]
+
+        from .store.tables import conversation_messages, conversations
+        c, m = conversations.c, conversation_messages.c
+        counts = (select(m.conversation_id, func.count().label("n"))
+                  .group_by(m.conversation_id).subquery())
+        where = [c.owner == owner]
         if query:
             pattern = "%" + re.sub(r"([\\%_])", r"\\\1", query.lower()) + "%"
             in_text = exists().where(
-                ConversationMessage.conversation_id == Conversation.id,
-                func.lower(ConversationMessage.content).like(pattern, escape="\\"))
-            where.append(or_(func.lower(Conversation.title).like(pattern, escape="\\"),
-                             in_text))
-        with self.database.session() as s:
-            total = s.scalar(select(func.count()).select_from(Conversation).where(*where))
-            rows = s.execute(
-                select(Conversation, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.conversation_id == Conversation.id)
+                m.conversation_id == c.id,
+                func.lower(m.content).like(pattern, escape="\\"))
+            where.append(or_(func.lower(c.title).like(pattern, escape="\\"), in_text))
+        with self.database.read() as conn:
+            total = conn.scalar(select(func.count()).select_from(conversations).where(*where))
+            rows = conn.execute(
+                select(conversations, func.coalesce(counts.c.n, 0).label("message_count"))
+                .outerjoin(counts, counts.c.conversation_id == c.id)
                 .where(*where)
-                .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+                .order_by(c.updated_at.desc(), c.id.desc())
                 .offset(offset).limit(limit)).all()
-            return [ConversationRecord.of(row, n) for row, n in rows], total
+        return [ConversationRecord.of(row, row.message_count) for row in rows], total
 
     def get(self, owner: str, conversation_id: str) -> ConversationRecord:
         """One conversation with all its messages (every branch), oldest first."""
         from sqlalchemy import select
-        from .store.orm import ConversationMessage
-        with self.database.session() as s:
-            row = self._own(s, owner, conversation_id)
-            messages = [MessageRecord.of(m) for m in s.scalars(
-                select(ConversationMessage)
-                .where(ConversationMessage.conversation_id == conversation_id)
-                .order_by(ConversationMessage.created_at, ConversationMessage.id))]
-            return ConversationRecord.of(row, len(messages), messages)
+
+        from .store.tables import conversation_messages as m
+        with self.database.read() as conn:
+            row = self._own(conn, owner, conversation_id)
+            messages = [MessageRecord.of(r) for r in conn.execute(
+                select(m).where(m.c.conversation_id == conversation_id)
+                .order_by(m.c.created_at, m.c.id))]
+        return ConversationRecord.of(row, len(messages), messages)
 
     def update(self, owner: str, conversation_id: str, *, title: str | None = None,
                model: str | None = None, params: dict | None = None,
                set_model: bool = False) -> ConversationRecord:
-        with self.database.session() as s, s.begin():
-            row = self._own(s, owner, conversation_id)
-            if title is not None:
-                row.title, row.title_auto = title, False
-            if set_model:
-                row.model = model
-            if params is not None:
-                row.params = params
-            row.updated_at = datetime.now(timezone.utc)
+        from .store.tables import conversations as c
+        changes: dict = {"updated_at": datetime.now(timezone.utc)}
+        if title is not None:
+            changes.update(title=title, title_auto=False)
+        if set_model:
+            changes["model"] = model
+        if params is not None:
+            changes["params"] = params
+        with self.database.begin() as conn:
+            self._own(conn, owner, conversation_id)
+            conn.execute(c.update().where(c.c.id == conversation_id).values(changes))
         return self.get(owner, conversation_id)
 
     def delete(self, owner: str, conversation_id: str) -> None:
-        from sqlalchemy import delete
-        from .store.orm import ConversationMessage
-        with self.database.session() as s, s.begin():
-            row = self._own(s, owner, conversation_id)
+        from .store.tables import conversation_messages as m, conversations as c
+        with self.database.begin() as conn:
+            self._own(conn, owner, conversation_id)
             # explicit, so that a database without foreign-key enforcement keeps none
-            s.execute(delete(ConversationMessage).where(
-                ConversationMessage.conversation_id == conversation_id))
-            s.delete(row)
+            conn.execute(m.delete().where(m.c.conversation_id == conversation_id))
+            conn.execute(c.delete().where(c.c.id == conversation_id))
 
     def add_message(self, owner: str, conversation_id: str, role: str, content: str,
                     parent_id: str | None = None, model: str | None = None,
                     status: str = "complete", stats: dict | None = None) -> MessageRecord:
-        from .store.orm import ConversationMessage
+        from sqlalchemy import select
+
+        from .store.tables import conversation_messages as m, conversations as c
         if role not in ROLES:
             raise invalid(f"'role' must be one of {', '.join(ROLES)}", param="role")
         now = datetime.now(timezone.utc)
-        with self.database.session() as s, s.begin():
-            conv = self._own(s, owner, conversation_id)
+        row = dict(id=uuid.uuid4().hex, conversation_id=conversation_id, parent_id=parent_id,
+                   role=role, content=content, model=model, status=status, stats=stats,
+                   created_at=now, updated_at=now)
+        with self.database.begin() as conn:
+            conv = self._own(conn, owner, conversation_id)
             if parent_id is not None:
-                parent = s.get(ConversationMessage, parent_id)
-                if parent is None or parent.conversation_id != conversation_id:
+                parent = conn.execute(select(m.c.conversation_id)
+                                      .where(m.c.id == parent_id)).scalar()
+                if parent != conversation_id:
                     raise invalid(f"No message '{parent_id}' in this conversation",
                                   param="parent_id")
-            row = ConversationMessage(id=uuid.uuid4().hex, conversation_id=conversation_id,
-                                      parent_id=parent_id, role=role, content=content,
-                                      model=model, status=status, stats=stats,
-                                      created_at=now, updated_at=now)
-            s.add(row)
+            conn.execute(m.insert().values(row))
+            changes: dict = {"updated_at": now}
             if conv.title_auto and not conv.title and role == "user" and content.strip():
-                conv.title = auto_title(content)
+                changes["title"] = auto_title(content)
             if model and role == "assistant":
-                conv.model = model
-            conv.updated_at = now
-        return MessageRecord.of(row)
+                changes["model"] = model
+            conn.execute(c.update().where(c.c.id == conversation_id).values(changes))
+        return MessageRecord.of(SimpleNamespace(**row))
 
     def update_message(self, owner: str, conversation_id: str, message_id: str, *,
                        content: str | None = None, status: str | None = None,
                        stats: dict | None = None) -> MessageRecord:
         """A streaming reply is written as it grows, then marked complete or cut off."""
-        from .store.orm import ConversationMessage
+        from sqlalchemy import select
+
+        from .store.tables import conversation_messages as m, conversations as c
         now = datetime.now(timezone.utc)
-        with self.database.session() as s, s.begin():
-            conv = self._own(s, owner, conversation_id)
-            row = s.get(ConversationMessage, message_id)
+        changes: dict = {"updated_at": now}
+        for field, value in (("content", content), ("status", status), ("stats", stats)):
+            if value is not None:
+                changes[field] = value
+        with self.database.begin() as conn:
+            self._own(conn, owner, conversation_id)
+            row = conn.execute(select(m).where(m.c.id == message_id)).first()
             if row is None or row.conversation_id != conversation_id:
                 raise BodhiAPIError(404, f"No message '{message_id}' in this conversation",
                                     code="message_not_found")
-            if content is not None:
-                row.content = content
-            if status is not None:
-                row.status = status
-            if stats is not None:
-                row.stats = stats
-            row.updated_at = conv.updated_at = now
-        return MessageRecord.of(row)
+            conn.execute(m.update().where(m.c.id == message_id).values(changes))
+            conn.execute(c.update().where(c.c.id == conversation_id).values(updated_at=now))
+        return MessageRecord.of(SimpleNamespace(**{**row._asdict(), **changes}))
 
     def cut_off_streaming(self, owner: str) -> int:
         """At server start: the owner's replies that were streaming when it stopped never
         finished. (Only the owner's: a shared database serves other people's servers.)"""
         from sqlalchemy import select
-        from .store.orm import Conversation, ConversationMessage
-        with self.database.session() as s, s.begin():
-            rows = list(s.scalars(
-                select(ConversationMessage).join(Conversation).where(
-                    ConversationMessage.status == "streaming", Conversation.owner == owner)))
-            for row in rows:
-                row.status = "cut_off"
-            return len(rows)
+
+        from .store.tables import conversation_messages as m, conversations as c
+        mine = select(c.c.id).where(c.c.owner == owner)
+        with self.database.begin() as conn:
+            return conn.execute(
+                m.update().where(m.c.status == "streaming", m.c.conversation_id.in_(mine))
+                .values(status="cut_off")).rowcount
 
 
 # -- export --------------------------------------------------------------------------------

@@ -94,9 +94,9 @@ class RuntimeSettings:
     def _stored(self) -> dict[str, Any]:
         from sqlalchemy import select
 
-        from .store.orm import Setting
-        with self.database.session() as s:
-            return {row.key: row.value for row in s.scalars(select(Setting))}
+        from .store.tables import settings
+        with self.database.read() as conn:
+            return {row.key: row.value for row in conn.execute(select(settings))}
 
     def _source(self, key: str, section: str, name: str, stored: dict,
                 trait: TraitType) -> str:
@@ -161,13 +161,15 @@ class RuntimeSettings:
     def set(self, key: str, value: Any, by: str | None = None) -> SettingView:
         value = self.validate(key, value)
         obj, name, _ = self._mutable(key)
-        from .store.orm import Setting
-        with self.database.session() as s, s.begin():
-            row = s.get(Setting, key)
-            if row is None:
-                s.add(Setting(key=key, value=value, updated_by=by))
+        from sqlalchemy import select
+
+        from .store.tables import settings as t
+        with self.database.begin() as conn:
+            if conn.execute(select(t.c.key).where(t.c.key == key)).first() is None:
+                conn.execute(t.insert().values(key=key, value=value, updated_by=by))
             else:
-                row.value, row.updated_by = value, by
+                conn.execute(t.update().where(t.c.key == key)
+                             .values(value=value, updated_by=by))
         setattr(obj, name, value)
         self._info("bodhi: setting %s = %r (by %s)", key, value, by)
         return self.get(key)
@@ -177,9 +179,9 @@ class RuntimeSettings:
         obj, name, _ = self._mutable(key)
         from sqlalchemy import delete
 
-        from .store.orm import Setting
-        with self.database.session() as s, s.begin():
-            s.execute(delete(Setting).where(Setting.key == key))
+        from .store.tables import settings as t
+        with self.database.begin() as conn:
+            conn.execute(delete(t).where(t.c.key == key))
         setattr(obj, name, obj.trait_defaults(name))
         section = key.partition(".")[0]
         if _configured(self.config, section, name):

@@ -157,10 +157,9 @@ class UsageRecorder(BatchWriter):
     def _write(self, batch: list[UsageEntry]) -> None:
         from sqlalchemy import insert
 
-        from .store.orm import UsageGroup, UsageRecord
-        table = UsageRecord.__table__
+        from .store.tables import usage_groups, usage_records as table
         try:
-            with self.database.engine.begin() as conn:  # Core: no ORM session to pay for
+            with self.database.begin() as conn:
                 rows = [_row(e) for e in batch]
                 if not any(e.groups for e in batch):
                     conn.execute(insert(table), rows)
@@ -168,7 +167,7 @@ class UsageRecorder(BatchWriter):
                 # the new ids, in the order of the rows, to file each under its groups
                 ids = conn.execute(insert(table).returning(
                     table.c.id, sort_by_parameter_order=True), rows).scalars().all()
-                conn.execute(insert(UsageGroup.__table__), [
+                conn.execute(insert(usage_groups), [
                     {"usage_id": i, "group_name": g}
                     for i, e in zip(ids, batch) for g in dict.fromkeys(e.groups)])
         except Exception as e:  # usage is bookkeeping: never take the server down
@@ -224,10 +223,10 @@ class UsageQuery:
     def _day(self):
         from sqlalchemy import Date, cast, func
 
-        from .store.orm import UsageRecord
+        from .store.tables import usage_records as u
         if self.database.engine.dialect.name == "postgresql":
-            return cast(func.timezone("UTC", UsageRecord.at), Date)
-        return func.date(UsageRecord.at)  # SQLite keeps the UTC time as text
+            return cast(func.timezone("UTC", u.c.at), Date)
+        return func.date(u.c.at)  # SQLite keeps the UTC time as text
 
     def aggregate(self, group_by: list[str], users: list[str] | None = None,
                   since: datetime | None = None, until: datetime | None = None,
@@ -237,38 +236,40 @@ class UsageQuery:
         ``until`` is exclusive. Times are compared in UTC."""
         from sqlalchemy import case, func, select
 
-        from .store.orm import ApiToken, UsageGroup, UsageRecord
-        columns = {"model": UsageRecord.model, "token": UsageRecord.token_id,
-                   "day": self._day(), "user": UsageRecord.user,
-                   "notebook": UsageRecord.notebook, "group": UsageGroup.group_name}
+        from .store.tables import api_tokens, usage_groups, usage_records
+        u, ug = usage_records.c, usage_groups.c
+        columns = {"model": u.model, "token": u.token_id,
+                   "day": self._day(), "user": u.user,
+                   "notebook": u.notebook, "group": ug.group_name}
         keys = [columns[g].label(g if g != "token" else "token_id") for g in group_by]
         where = []
         if users is not None:
-            where.append(UsageRecord.user.in_(users))
+            where.append(u.user.in_(users))
         if since is not None:
-            where.append(UsageRecord.at >= _naive_utc(since, self.database))
+            where.append(u.at >= _naive_utc(since, self.database))
         if until is not None:
-            where.append(UsageRecord.at < _naive_utc(until, self.database))
+            where.append(u.at < _naive_utc(until, self.database))
         stmt = (select(*keys,
                        func.count().label("requests"),
-                       func.coalesce(func.sum(UsageRecord.prompt_tokens), 0).label(
+                       func.coalesce(func.sum(u.prompt_tokens), 0).label(
                            "prompt_tokens"),
-                       func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label(
+                       func.coalesce(func.sum(u.completion_tokens), 0).label(
                            "completion_tokens"),
                        func.coalesce(func.sum(case(
-                           ((UsageRecord.status >= 400) & (UsageRecord.status != CLIENT_GONE),
+                           ((u.status >= 400) & (u.status != CLIENT_GONE),
                             1), else_=0)), 0).label("errors"),
-                       func.avg(UsageRecord.duration_ms).label("avg_duration_ms"))
+                       func.avg(u.duration_ms).label("avg_duration_ms"))
                 .where(*where).group_by(*keys))
         if "group" in group_by:  # a request counts once in each of its groups; null: none
-            stmt = stmt.select_from(UsageRecord).outerjoin(
-                UsageGroup, UsageGroup.usage_id == UsageRecord.id)
-        with self.database.session() as s:
-            total = s.scalar(select(func.count()).select_from(stmt.subquery()))
-            rows = s.execute(stmt.order_by(*(k.asc().nulls_first() for k in keys)).offset(offset).limit(limit)).mappings().all()
+            stmt = stmt.select_from(usage_records).outerjoin(
+                usage_groups, ug.usage_id == u.id)
+        with self.database.read() as conn:
+            total = conn.scalar(select(func.count()).select_from(stmt.subquery()))
+            rows = conn.execute(stmt.order_by(*(k.asc().nulls_first() for k in keys)).offset(offset).limit(limit)).mappings().all()
             token_ids = {r["token_id"] for r in rows if r.get("token_id")}
-            names = dict(s.execute(select(ApiToken.id, ApiToken.name)
-                                   .where(ApiToken.id.in_(token_ids))).all()) if token_ids \
+            t = api_tokens.c
+            names = dict(conn.execute(select(t.id, t.name)
+                                      .where(t.id.in_(token_ids))).all()) if token_ids \
                 else {}
         out = []
         for r in rows:

@@ -4,10 +4,10 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from bodhi_jupyter.store.orm import Base
+from bodhi_jupyter.store.tables import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations() -> None:

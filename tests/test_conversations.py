@@ -17,7 +17,7 @@ from bodhi_jupyter.conversations import (
     export_markdown,
 )
 from bodhi_jupyter.errors import BodhiAPIError
-from bodhi_jupyter.store.orm import ConversationMessage
+from bodhi_jupyter.store.tables import conversation_messages as messages
 
 
 @pytest.fixture
@@ -105,9 +105,9 @@ def test_a_streaming_reply_is_kept_and_marked_cut_off(store, database):
     store.update_message("alice", conv.id, reply.id, content="Once upon")
     assert store.get("alice", conv.id).messages[1].status == "streaming"
     # the tab went away: no update for a while
-    with database.session() as s, s.begin():
-        s.get(ConversationMessage, reply.id).updated_at = (
-            datetime.now(timezone.utc) - timedelta(minutes=5))
+    with database.begin() as conn:
+        conn.execute(messages.update().where(messages.c.id == reply.id).values(
+            updated_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
     m = store.get("alice", conv.id).messages[1]
     assert (m.status, m.content) == ("cut_off", "Once upon")
 
@@ -126,8 +126,8 @@ def test_delete_removes_messages_too(store, database):
     conv = store.create("alice")
     store.add_message("alice", conv.id, "user", "hi")
     store.delete("alice", conv.id)
-    with database.session() as s:
-        assert s.query(ConversationMessage).count() == 0
+    with database.read() as conn:
+        assert conn.execute(messages.select()).all() == []
     with pytest.raises(BodhiAPIError):
         store.get("alice", conv.id)
 

@@ -13,7 +13,7 @@ from traitlets.config import Config, LoggingConfigurable
 from bodhi_jupyter.errors import BodhiAPIError
 from bodhi_jupyter.settings import RuntimeSettings
 from bodhi_jupyter.store.database import Database
-from bodhi_jupyter.store.orm import Setting
+from bodhi_jupyter.store.tables import settings as settings_table
 
 from .conftest import until
 from .handlers.test_errors import assert_error_shape
@@ -89,9 +89,10 @@ def test_stored_values_win_over_config_at_start(database):
     config = Config({"EngineSupervisor": {"keep_alive": 60}})
     first, _ = runtime(database, config, Config())
     first.set("EngineSupervisor.keep_alive", 0)
-    with database.session() as s, s.begin():  # a value that no longer fits is skipped
-        s.add(Setting(key="EngineSupervisor.max_loaded", value="lots"))
-        s.add(Setting(key="EngineSupervisor.start_timeout", value=1))  # not mutable
+    with database.begin() as conn:  # a value that no longer fits is skipped
+        conn.execute(settings_table.insert(), [
+            {"key": "EngineSupervisor.max_loaded", "value": "lots"},
+            {"key": "EngineSupervisor.start_timeout", "value": 1}])  # not mutable
     restarted, sup = runtime(database, config, Config())
     assert sup.keep_alive == 60
     restarted.apply_stored()
@@ -148,8 +149,8 @@ def test_bad_values_change_nothing(database, key, value, status, code, param):
         settings.set(key, value)
     assert (e.value.status, e.value.code, e.value.param) == (status, code, param)
     assert (sup.keep_alive, sup.max_loaded, sup.start_timeout) == (300, 3, 180.0)
-    with database.session() as s:
-        assert s.scalars(select(Setting)).all() == []
+    with database.read() as conn:
+        assert conn.execute(select(settings_table)).all() == []
 
 
 # -- through HTTP ----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 
 from bodhi_jupyter.app import BodhiApp
 
-from .conftest import until
+from .conftest import DEMO_MODEL_ID, until
+from .live_server import call, jupyter  # noqa: F401  (jupyter is a fixture)
 
 
 def test_importing_the_extension_loads_no_database_library():
@@ -85,3 +86,28 @@ async def test_storage_that_cannot_open_gives_503(jp_serverapp, http, monkeypatc
     assert resp.status_code == 503
     err = resp.json()["error"]
     assert err["code"] == "storage_unavailable" and "disk on fire" in err["message"]
+
+
+def test_the_stores_use_sqlalchemy_core_without_the_orm(jupyter, fake_engine, monkeypatch):
+    """The ORM would add about 6.5 MiB to the server (store/tables.py): every store, used
+    through the API, loads SQLAlchemy's Core and never ``sqlalchemy.orm`` (Python's import
+    log, in the server's log, lists each module as it is first imported)."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    _proc, base, log, _env = jupyter(
+        "server", f"--LlamaServerLauncher.llama_server_path={fake_engine}")
+    app = base + "bodhi/app/"
+    assert call(app + "tokens", {"name": "nb", "scope": "read"})[0] == 201
+    assert call(app + "tokens")[0] == 200
+    assert call(app + "aliases", {"name": "mine", "model": DEMO_MODEL_ID})[0] == 201
+    conv = call(app + "conversations", {"title": "t"})[1]
+    assert call(app + f"conversations/{conv['id']}/messages",
+                {"role": "user", "content": "hi"})[0] == 201
+    chat = {"model": "mine", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert call(base + "bodhi/v1/chat/completions", chat)[0] == 200
+    for path in ("conversations", "models/pulls", "upstreams", "settings", "audit",
+                 "usage?group_by=token,day,group"):
+        assert call(app + path)[0] == 200, path
+    imported = {line.rsplit("|", 1)[-1].strip() for line in
+                log.read_text(errors="replace").splitlines() if line.startswith("import time:")}
+    assert {"sqlalchemy.engine", "bodhi_jupyter.store.tables"} <= imported
+    assert not {m for m in imported if m.startswith("sqlalchemy.orm")}

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from bodhi_jupyter.errors import BodhiAPIError
 from bodhi_jupyter.store.database import Database
-from bodhi_jupyter.store.orm import UsageRecord
+from bodhi_jupyter.store.tables import usage_records
 from bodhi_jupyter.usage import (
     UsageEntry,
     UsageQuery,
@@ -165,8 +165,8 @@ async def test_aggregation_by_hub_group_counts_a_request_in_each_group(database)
 
 
 def count_rows(db: Database) -> int:
-    with db.session() as s:
-        return s.scalar(select(func.count()).select_from(UsageRecord))
+    with db.read() as conn:
+        return conn.scalar(select(func.count()).select_from(usage_records))
 
 
 async def test_recorder_commits_promptly_and_batches_what_queued_meanwhile(database):

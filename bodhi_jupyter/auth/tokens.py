@@ -15,12 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from ..errors import BodhiAPIError
 if TYPE_CHECKING:  # SQLAlchemy loads when a query first runs, not with the server
+    from sqlalchemy.engine import Row
+
     from ..store.database import Database
-    from ..store.orm import ApiToken
 
 TOKEN_PREFIX = "bodhi_"
 PREFIX_LEN = len(TOKEN_PREFIX) + 8
@@ -61,7 +63,7 @@ class TokenInfo:
     kernel_server: str | None = None  # the server that handed it to a kernel
 
     @classmethod
-    def of(cls, row: ApiToken) -> "TokenInfo":
+    def of(cls, row: Row) -> "TokenInfo":
         return cls(row.id, row.owner, row.name, row.prefix, row.scope,
                    tuple(row.models) if row.models is not None else None,
                    tuple(row.groups or ()), row.status,
@@ -101,62 +103,63 @@ class TokenStore:
                groups: list[str] | tuple[str, ...] = (), kernel_server: str | None = None,
                notebook: str | None = None) -> tuple[str, TokenInfo]:
         """Returns the token itself (shown once) and its stored description."""
-        from ..store.orm import ApiToken
+        from ..store.tables import api_tokens
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires_at = (datetime.now(timezone.utc) + timedelta(seconds=expires_in)
                       if expires_in else None)
-        row = ApiToken(id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
-                       hashed=hash_token(token), scope=scope, models=models,
-                       groups=list(groups) or None, status="active",
-                       created_at=datetime.now(timezone.utc), expires_at=expires_at,
-                       kernel_server=kernel_server, notebook=notebook)
-        with self.database.session() as s, s.begin():
-            s.add(row)
-        return token, TokenInfo.of(row)
+        row = dict(id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
+                   hashed=hash_token(token), scope=scope, models=models,
+                   groups=list(groups) or None, status="active",
+                   created_at=datetime.now(timezone.utc), last_used_at=None,
+                   expires_at=expires_at, kernel_id=None, kernel_server=kernel_server,
+                   notebook=notebook)
+        with self.database.begin() as conn:
+            conn.execute(api_tokens.insert().values(row))
+        return token, TokenInfo.of(SimpleNamespace(**row))
 
     def list(self, owner: str | None) -> list[TokenInfo]:
         """Tokens of ``owner``, newest first (everyone's when owner is None)."""
         from sqlalchemy import select
 
-        from ..store.orm import ApiToken
-        query = select(ApiToken).order_by(ApiToken.created_at.desc(), ApiToken.id)
+        from ..store.tables import api_tokens as t
+        query = select(t).order_by(t.c.created_at.desc(), t.c.id)
         if owner is not None:
-            query = query.where(ApiToken.owner == owner)
-        with self.database.session() as s:
-            return [TokenInfo.of(r) for r in s.scalars(query)]
+            query = query.where(t.c.owner == owner)
+        with self.database.read() as conn:
+            return [TokenInfo.of(r) for r in conn.execute(query)]
 
     def get(self, token_id: str) -> TokenInfo | None:
-        from ..store.orm import ApiToken
-        with self.database.session() as s:
-            row = s.get(ApiToken, token_id)
-            return TokenInfo.of(row) if row else None
+        with self.database.read() as conn:
+            row = _row_of(conn, token_id)
+        return TokenInfo.of(row) if row else None
 
     def update(self, token_id: str, name: str | None = None, status: str | None = None,
                kernel_id: str | None = None, notebook: str | None = None
                ) -> TokenInfo | None:
         """Change the given fields (None: leave as is); ``kernel_id`` and ``notebook`` are a
         kernel credential's (which kernel holds it, a renamed notebook)."""
-        from ..store.orm import ApiToken
-        with self.database.session() as s, s.begin():
-            row = s.get(ApiToken, token_id)
+        from ..store.tables import api_tokens as t
+        changes = {field: value for field, value in (
+            ("name", name), ("status", status), ("kernel_id", kernel_id),
+            ("notebook", notebook)) if value is not None}
+        with self.database.begin() as conn:
+            row = _row_of(conn, token_id)
             if row is None:
                 return None
-            for field, value in (("name", name), ("status", status),
-                                 ("kernel_id", kernel_id), ("notebook", notebook)):
-                if value is not None:
-                    setattr(row, field, value)
+            if changes:
+                conn.execute(t.update().where(t.c.id == token_id).values(changes))
             self._forget(row.hashed)
-            return TokenInfo.of(row)
+        return TokenInfo.of(SimpleNamespace(**{**row._asdict(), **changes}))
 
     def delete(self, token_id: str) -> bool:
-        from ..store.orm import ApiToken
-        with self.database.session() as s, s.begin():
-            row = s.get(ApiToken, token_id)
+        from ..store.tables import api_tokens as t
+        with self.database.begin() as conn:
+            row = _row_of(conn, token_id)
             if row is None:
                 return False
             hashed = row.hashed
             self._forget(hashed)
-            s.delete(row)
+            conn.execute(t.delete().where(t.c.id == token_id))
         self._refused.discard(hashed)  # gone from the table: refused by the lookup now
         return True
 
@@ -169,11 +172,11 @@ class TokenStore:
         the SQL LIKE pattern."""
         from sqlalchemy import select
 
-        from ..store.orm import ApiToken
-        with self.database.session() as s:
-            return [tuple(r) for r in s.execute(
-                select(ApiToken.id, ApiToken.kernel_server, ApiToken.kernel_id)
-                .where(ApiToken.kernel_server.like(kernel_server_like)))]
+        from ..store.tables import api_tokens as t
+        with self.database.read() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(t.c.id, t.c.kernel_server, t.c.kernel_id)
+                .where(t.c.kernel_server.like(kernel_server_like)))]
 
     def refuse(self, hashed: str) -> None:
         """Refuse a token (by its hash) from now on, before its deletion has finished."""
@@ -203,9 +206,9 @@ class TokenStore:
     def _lookup(self, token: str, hashed: str) -> TokenInfo:
         from sqlalchemy import select
 
-        from ..store.orm import ApiToken
-        with self.database.session() as s:
-            rows = s.scalars(select(ApiToken).where(ApiToken.prefix == token[:PREFIX_LEN]))
+        from ..store.tables import api_tokens as t
+        with self.database.read() as conn:
+            rows = conn.execute(select(t).where(t.c.prefix == token[:PREFIX_LEN]))
             for row in rows:
                 if hmac.compare_digest(row.hashed, hashed):
                     return TokenInfo.of(row)
@@ -216,8 +219,15 @@ class TokenStore:
         if now - self._last_used_written.get(info.id, -_LAST_USED_EVERY) < _LAST_USED_EVERY:
             return
         self._last_used_written[info.id] = now
-        from ..store.orm import ApiToken
-        with self.database.session() as s, s.begin():
-            row = s.get(ApiToken, info.id)
-            if row is not None:
-                row.last_used_at = datetime.now(timezone.utc)
+        from ..store.tables import api_tokens as t
+        with self.database.begin() as conn:
+            conn.execute(t.update().where(t.c.id == info.id)
+                         .values(last_used_at=datetime.now(timezone.utc)))
+
+
+def _row_of(conn, token_id: str):
+    """The token's row, or None."""
+    from sqlalchemy import select
+
+    from ..store.tables import api_tokens as t
+    return conn.execute(select(t).where(t.c.id == token_id)).first()

@@ -85,12 +85,12 @@ class AliasStore:
     def _rows(self) -> dict:
         from sqlalchemy import select
 
-        from ..store.orm import ModelAlias
-        with self.registry.database.session() as s:
+        from ..store.tables import model_aliases as t
+        with self.registry.database.read() as conn:
             return {a.name: (to_json(a.name, {"model": a.model, "request": a.request_defaults,
                                                "server": a.server_options,
                                                "targets": a.targets}, a.source))
-                    for a in s.scalars(select(ModelAlias).order_by(ModelAlias.name))}
+                    for a in conn.execute(select(t).order_by(t.c.name))}
 
     def list(self) -> list[dict]:
         return list(self._rows().values())
@@ -134,9 +134,14 @@ class AliasStore:
     def _write(self, name: str, spec: dict, new: bool) -> dict:
         from sqlalchemy import select
 
-        from ..store.orm import ModelAlias
-        with self.registry.database.session() as s, s.begin():
-            row = s.scalar(select(ModelAlias).where(ModelAlias.name == name))
+        from ..store.tables import model_aliases as t
+        values = {"model": spec.get("model"),
+                  "targets": list(spec["targets"]) if spec.get("targets") else None,
+                  "request_defaults": dict(spec.get("request") or {}),
+                  "server_options": dict(spec.get("server") or {})}
+        with self.registry.database.begin() as conn:
+            row = conn.execute(select(t.c.source, *(t.c[f] for f in values))
+                               .where(t.c.name == name)).first()
             if new and row is not None:
                 raise BodhiAPIError(409, f"an alias named '{name}' exists", code="alias_exists",
                                     param="name")
@@ -146,12 +151,9 @@ class AliasStore:
                 if row.source == "config":
                     raise self._read_only(name)
             if row is None:
-                row = ModelAlias(name=name, source="api")
-                s.add(row)
-            row.model = spec.get("model")
-            row.targets = list(spec["targets"]) if spec.get("targets") else None
-            row.request_defaults = dict(spec.get("request") or {})
-            row.server_options = dict(spec.get("server") or {})
+                conn.execute(t.insert().values(name=name, source="api", **values))
+            elif any(getattr(row, f) != v for f, v in values.items()):  # else updated_at stays
+                conn.execute(t.update().where(t.c.name == name).values(values))
         self.registry.load_aliases()  # /v1/models sees it at once
         return self.get(name)
 
@@ -176,14 +178,14 @@ class AliasStore:
     def _delete(self, name: str) -> None:
         from sqlalchemy import select
 
-        from ..store.orm import ModelAlias
-        with self.registry.database.session() as s, s.begin():
-            row = s.scalar(select(ModelAlias).where(ModelAlias.name == name))
+        from ..store.tables import model_aliases as t
+        with self.registry.database.begin() as conn:
+            row = conn.execute(select(t.c.source).where(t.c.name == name)).first()
             if row is None:
                 raise self._missing(name)
             if row.source == "config":
                 raise self._read_only(name)
-            s.delete(row)
+            conn.execute(t.delete().where(t.c.name == name))
         self.registry.load_aliases()
 
     @staticmethod

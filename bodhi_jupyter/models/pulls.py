@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -270,22 +271,23 @@ class PullManager(LoggingConfigurable):
         return pull
 
     def _update(self, pull_id: str, **values) -> Pull:
-        from ..store.orm import ModelPull
+        from ..store.tables import pulls as t
 
-        with self.database.session() as s, s.begin():
-            row = s.get(ModelPull, pull_id)
-            if row is None:
-                raise PullNotFound(pull_id)
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.updated_at = _now()
+        values["updated_at"] = _now()
+        with self.database.begin() as conn:
+            row = conn.execute(t.update().where(t.c.id == pull_id).values(values)
+                               .returning(t)).first()
+        if row is None:
+            raise PullNotFound(pull_id)
         return self._row_to_pull(row)
 
     def get(self, pull_id: str) -> Pull:
-        from ..store.orm import ModelPull
+        from sqlalchemy import select
 
-        with self.database.session() as s:
-            row = s.get(ModelPull, pull_id)
+        from ..store.tables import pulls as t
+
+        with self.database.read() as conn:
+            row = conn.execute(select(t).where(t.c.id == pull_id)).first()
         if row is None:
             raise PullNotFound(f"No pull with id '{pull_id}'")
         return self._row_to_pull(row)
@@ -294,11 +296,11 @@ class PullManager(LoggingConfigurable):
         """Every pull, newest first."""
         from sqlalchemy import select
 
-        from ..store.orm import ModelPull
+        from ..store.tables import pulls as t
 
-        with self.database.session() as s:
-            rows = s.scalars(select(ModelPull).order_by(ModelPull.created_at.desc(),
-                                                        ModelPull.id.desc())).all()
+        with self.database.read() as conn:
+            rows = conn.execute(select(t).order_by(t.c.created_at.desc(),
+                                                   t.c.id.desc())).all()
         return [self._row_to_pull(r) for r in rows]
 
     def _active_for(self, repo: str, filename: str, revision: str | None) -> Pull | None:
@@ -313,15 +315,17 @@ class PullManager(LoggingConfigurable):
         on disk, so that a retry resumes them. Returns how many."""
         from sqlalchemy import select
 
-        from ..store.orm import ModelPull
+        from ..store.tables import pulls as t
 
         error = PullError(503, "interrupted", "The pull was interrupted by a server restart; "
                           "retry it to resume").as_record()
-        with self.database.session() as s, s.begin():
-            rows = s.scalars(select(ModelPull).where(ModelPull.state.in_(ACTIVE))).all()
+        with self.database.begin() as conn:
+            rows = conn.execute(select(t.c.id, t.c.repo, t.c.parts)
+                                .where(t.c.state.in_(ACTIVE))).all()
             for row in rows:
-                row.state, row.error, row.updated_at = "failed", error, _now()
-                row.bytes_done = self._bytes_on_disk(row.repo, row.parts or [])
+                conn.execute(t.update().where(t.c.id == row.id).values(
+                    state="failed", error=error, updated_at=_now(),
+                    bytes_done=self._bytes_on_disk(row.repo, row.parts or [])))
         return len(rows)
 
     # -- paths in the hub cache ------------------------------------------------------------
@@ -380,15 +384,16 @@ class PullManager(LoggingConfigurable):
         existing = self._active_for(repo, filename, revision)  # one started meanwhile
         if existing is not None:
             return existing, False
-        from ..store.orm import ModelPull
+        from ..store.tables import pulls as t
 
         now = _now()
-        row = ModelPull(id=uuid.uuid4().hex, repo=repo, filename=filename, revision=revision,
-                        state="queued", bytes_done=self._bytes_on_disk(repo, parts),
-                        bytes_total=_total(parts), files=[p["name"] for p in parts],
-                        parts=parts, created_by=created_by, created_at=now, updated_at=now)
-        with self.database.session() as s, s.begin():
-            s.add(row)
+        values = dict(id=uuid.uuid4().hex, repo=repo, filename=filename, revision=revision,
+                      state="queued", bytes_done=self._bytes_on_disk(repo, parts),
+                      bytes_total=_total(parts), files=[p["name"] for p in parts],
+                      parts=parts, created_by=created_by, created_at=now, updated_at=now)
+        with self.database.begin() as conn:  # error left out: SQL NULL, not JSON null
+            conn.execute(t.insert().values(values))
+        row = SimpleNamespace(model_id=None, error=None, **values)
         self.log.info("bodhi: pulling %s %s (%s) from %s", repo, filename, revision,
                       self.endpoint)
         self._spawn(row.id, parts)
@@ -618,12 +623,10 @@ class PullManager(LoggingConfigurable):
                 self._finish_cancelled(pull_id, job)
             return self.get(pull_id)
         self._remove_partials(pull.repo, pull.parts)
-        from ..store.orm import ModelPull
+        from ..store.tables import pulls as t
 
-        with self.database.session() as s, s.begin():
-            row = s.get(ModelPull, pull_id)
-            if row is not None:
-                s.delete(row)
+        with self.database.begin() as conn:
+            conn.execute(t.delete().where(t.c.id == pull_id))
         return None
 
     async def wait(self, pull_id: str, timeout: float | None = None) -> Pull:

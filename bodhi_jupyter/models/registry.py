@@ -215,25 +215,29 @@ class ModelRegistry(LoggingConfigurable):
             valid[name] = spec
         from sqlalchemy import select
 
-        from ..store.orm import ModelAlias
-        with self.database.session() as s, s.begin():
-            existing = {a.name: a for a in s.scalars(select(ModelAlias))}
-            for name, row in existing.items():
-                if row.source == "config" and name not in valid:
-                    s.delete(row)
+        from ..store.tables import model_aliases as t
+        fields = ("source", "model", "targets", "request_defaults", "server_options")
+        with self.database.begin() as conn:
+            existing = {a.name: a for a in conn.execute(
+                select(t.c.name, *(t.c[f] for f in fields)))}
+            gone = [name for name, row in existing.items()
+                    if row.source == "config" and name not in valid]
+            if gone:
+                conn.execute(t.delete().where(t.c.name.in_(gone)))
             for name, spec in valid.items():
+                values = {"source": "config", "model": spec.get("model"),
+                          "targets": list(spec["targets"]) if spec.get("targets") else None,
+                          "request_defaults": dict(spec.get("request", {})),
+                          "server_options": dict(spec.get("server", {}))}
                 row = existing.get(name)
                 if row is None:
-                    row = ModelAlias(name=name, source="config")
-                    s.add(row)
-                elif row.source != "config":
+                    conn.execute(t.insert().values(name=name, **values))
+                    continue
+                if row.source != "config":
                     self.log.warning("bodhi: configured alias %s overrides one made at run "
                                      "time", name)
-                    row.source = "config"
-                row.model = spec.get("model")
-                row.targets = list(spec["targets"]) if spec.get("targets") else None
-                row.request_defaults = dict(spec.get("request", {}))
-                row.server_options = dict(spec.get("server", {}))
+                if any(getattr(row, f) != values[f] for f in fields):  # else updated_at stays
+                    conn.execute(t.update().where(t.c.name == name).values(values))
         self.load_aliases()
 
     def model_roots(self) -> list[str]:
@@ -247,12 +251,12 @@ class ModelRegistry(LoggingConfigurable):
     def load_aliases(self) -> None:
         from sqlalchemy import select
 
-        from ..store.orm import ModelAlias
-        with self.database.session() as s:
+        from ..store.tables import model_aliases as t
+        with self.database.read() as conn:
             self._aliases = {
                 a.name: {"model": a.model, "request": a.request_defaults or {},
                          "server": a.server_options or {}, "targets": a.targets}
-                for a in s.scalars(select(ModelAlias))
+                for a in conn.execute(select(t))
             }
 
     # -- files -----------------------------------------------------------------------------

@@ -431,9 +431,9 @@ class UpstreamRegistry(LoggingConfigurable):
         """Read every upstream from the database (at start-up, in the storage thread)."""
         from sqlalchemy import select
 
-        from ..store.orm import Upstream as Row
-        with self.database.session() as s:
-            rows = list(s.scalars(select(Row)))
+        from ..store.tables import upstreams
+        with self.database.read() as conn:
+            rows = conn.execute(select(upstreams)).all()
         for live in self._live.values():
             live.close()
         self._live = {}
@@ -527,51 +527,48 @@ class UpstreamRegistry(LoggingConfigurable):
 
     def create(self, spec: dict) -> Upstream:
         """``spec`` as :func:`parse_upstream` returns it; 409 when the name is taken."""
-        from ..store.orm import Upstream as Row
+        from ..store.tables import upstreams as t
 
         name = spec["name"]
         if name in self._live or name in self._fixed:
             raise BodhiAPIError(409, f"An upstream named '{name}' exists already",
                                 code="upstream_exists", param="name")
         key = spec.get("api_key")
-        with self.database.session() as s, s.begin():
-            row = Row(name=name, base_url=spec["base_url"], models=spec["models"],
-                      prefix=spec["prefix"],
-                      api_key_encrypted=self.encrypt(key) if key else None)
-            s.add(row)
-            s.flush()
-            s.refresh(row)
-            s.expunge(row)
+        with self.database.begin() as conn:
+            row = conn.execute(t.insert().values(
+                name=name, base_url=spec["base_url"], models=spec["models"],
+                prefix=spec["prefix"], api_key_encrypted=self.encrypt(key) if key else None)
+                .returning(t)).one()
         return self._install(row)
 
     def replace(self, name: str, spec: dict) -> Upstream:
         from sqlalchemy import select
 
-        from ..store.orm import Upstream as Row
+        from ..store.tables import upstreams as t
         self._check_changeable(name)
-        with self.database.session() as s, s.begin():
-            row = s.scalars(select(Row).where(Row.name == name)).first()
+        with self.database.begin() as conn:
+            row = conn.execute(select(t).where(t.c.name == name)).first()
             if row is None:
                 raise not_found(name)
-            row.base_url, row.models, row.prefix = (spec["base_url"], spec["models"],
-                                                    spec["prefix"])
+            values = {"base_url": spec["base_url"], "models": spec["models"],
+                      "prefix": spec["prefix"]}
             if "api_key" in spec:
                 key = spec["api_key"]
-                row.api_key_encrypted = self.encrypt(key) if key else None
-            s.flush()
-            s.refresh(row)
-            s.expunge(row)
+                values["api_key_encrypted"] = self.encrypt(key) if key else None
+            if any(getattr(row, k) != v for k, v in values.items()):  # else updated_at stays
+                row = conn.execute(t.update().where(t.c.id == row.id).values(values)
+                                   .returning(t)).one()
         return self._install(row)
 
     def delete(self, name: str) -> None:
         from sqlalchemy import delete
 
-        from ..store.orm import Upstream as Row
+        from ..store.tables import upstreams as t
         self._check_changeable(name)
         if name not in self._live:
             raise not_found(name)
-        with self.database.session() as s, s.begin():
-            s.execute(delete(Row).where(Row.name == name))
+        with self.database.begin() as conn:
+            conn.execute(delete(t).where(t.c.name == name))
         self._live.pop(name).close()
         self._reindex()
 

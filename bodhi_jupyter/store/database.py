@@ -23,9 +23,10 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from alembic.config import Config as AlembicConfig
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.engine import Connection, Engine
 
 
 #: what every SQLite connection is set up with, by ``Database.sqlite_wal``
@@ -92,12 +93,10 @@ class Database(LoggingConfigurable):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.engine: Engine | None = None
-        self._sessions: sessionmaker | None = None
 
     def connect(self) -> None:
         from sqlalchemy import create_engine, event
         from sqlalchemy.engine import make_url
-        from sqlalchemy.orm import sessionmaker
 
         url = make_url(self.url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -113,11 +112,17 @@ class Database(LoggingConfigurable):
                 cur.close()
 
             event.listen(self.engine, "connect", pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def session(self) -> Session:
-        assert self._sessions is not None, "Database.connect() was not called"
-        return self._sessions()
+    def begin(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction: committed when the block ends, rolled back if it
+        raises. The stores write statements on it (``store/tables.py``)."""
+        assert self.engine is not None, "Database.connect() was not called"
+        return self.engine.begin()
+
+    def read(self) -> AbstractContextManager[Connection]:
+        """A connection for queries; what it began is rolled back when the block ends."""
+        assert self.engine is not None, "Database.connect() was not called"
+        return self.engine.connect()
 
     def _alembic_config(self) -> AlembicConfig:
         from alembic.config import Config as AlembicConfig

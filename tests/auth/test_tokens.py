@@ -67,12 +67,14 @@ def test_wrong_and_expired_tokens(store):
 
 def test_only_the_hash_is_stored(store):
     token, info = store.create("alice", "x", "read")
-    from bodhi_jupyter.store.orm import ApiToken
+    from sqlalchemy import select
 
-    with store.database.session() as s:
-        row = s.get(ApiToken, info.id)
-        assert row.hashed == hashlib.sha256(token.encode()).hexdigest()
-        assert token[len(info.prefix):] not in str(vars(row))
+    from bodhi_jupyter.store.tables import api_tokens
+
+    with store.database.read() as conn:
+        row = conn.execute(select(api_tokens).where(api_tokens.c.id == info.id)).one()
+    assert row.hashed == hashlib.sha256(token.encode()).hexdigest()
+    assert token[len(info.prefix):] not in str(row._asdict())
     assert set(info.public()) == {"id", "name", "prefix", "scope", "models", "status",
                                   "created_at", "last_used_at", "expires_at", "kernel",
                                   "notebook"}

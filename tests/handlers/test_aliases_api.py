@@ -40,10 +40,10 @@ async def test_alias_is_listed_and_applies_defaults(openai_client, bodhi_app):
 async def test_config_alias_is_stored_in_the_database(bodhi_app):
     from sqlalchemy import select
 
-    from bodhi_jupyter.store.orm import ModelAlias
+    from bodhi_jupyter.store.tables import model_aliases
 
-    with bodhi_app.database.session() as s:
-        rows = s.scalars(select(ModelAlias)).all()
+    with bodhi_app.database.read() as conn:
+        rows = conn.execute(select(model_aliases)).all()
     assert [(r.name, r.model, r.source) for r in rows] == [("terse", DEMO_MODEL_ID, "config")]
     assert rows[0].request_defaults == {"max_tokens": 3, "temperature": 0}
 

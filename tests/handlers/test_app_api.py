@@ -302,9 +302,9 @@ class TestRealEngine:
         await bodhi_app.usage.flush()
         from sqlalchemy import select
 
-        from bodhi_jupyter.store.orm import UsageRecord
-        with bodhi_app.database.session() as s:
-            rows = s.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
+        from bodhi_jupyter.store.tables import usage_records
+        with bodhi_app.database.read() as conn:
+            rows = conn.execute(select(usage_records).order_by(usage_records.c.id)).all()
         assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == expected
         assert all(p > 0 and c > 0 for p, c in expected)
         assert [(r.model, r.endpoint, r.stream, r.status, r.user) for r in rows] == [

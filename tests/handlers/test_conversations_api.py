@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bodhi_jupyter.store.orm import Conversation, ConversationMessage
+from bodhi_jupyter.store.tables import conversation_messages, conversations
 
 from ..conftest import DEMO_MODEL_ID
 from .test_errors import assert_error_shape
@@ -126,15 +126,15 @@ async def test_list_is_newest_first_paginated_and_searchable(http):
 async def test_bad_input_is_a_clear_400_that_changes_nothing(http, bodhi_app, method, path,
                                                              body, code, param):
     conv = await new_conversation(http, title="keep")
-    with bodhi_app.database.session() as s:
-        before = (s.scalar(select(func.count()).select_from(Conversation)),
-                  s.scalar(select(func.count()).select_from(ConversationMessage)))
+    with bodhi_app.database.read() as conn:
+        before = (conn.scalar(select(func.count()).select_from(conversations)),
+                  conn.scalar(select(func.count()).select_from(conversation_messages)))
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
     r = await http.request(method, path.format(id=conv["id"]), **kwargs)
     assert_error_shape(r, 400, code, param)
-    with bodhi_app.database.session() as s:
-        after = (s.scalar(select(func.count()).select_from(Conversation)),
-                 s.scalar(select(func.count()).select_from(ConversationMessage)))
+    with bodhi_app.database.read() as conn:
+        after = (conn.scalar(select(func.count()).select_from(conversations)),
+                 conn.scalar(select(func.count()).select_from(conversation_messages)))
     assert after == before
     assert (await http.get(f"app/conversations/{conv['id']}")).json()["title"] == "keep"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import func, select
 
-from bodhi_jupyter.store.orm import ModelAlias
+from bodhi_jupyter.store.tables import model_aliases
 
 from ..conftest import DEMO_MODEL_ID
 
@@ -141,8 +141,8 @@ async def test_bad_requests_are_rejected_and_change_nothing(client, bodhi_app):
         assert err["type"] == "invalid_request_error", (path, body)
     assert bodhi_app.supervisor.starts_total == 0
     assert bodhi_app.supervisor.engines == {}
-    with bodhi_app.database.session() as s:
-        assert s.scalar(select(func.count()).select_from(ModelAlias)) == 0
+    with bodhi_app.database.read() as conn:
+        assert conn.scalar(select(func.count()).select_from(model_aliases)) == 0
 
 
 async def test_deep_or_malformed_json_is_400_on_every_endpoint(http, bodhi_app):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bodhi_jupyter.engine.process import EngineState
-from bodhi_jupyter.store.orm import UsageRecord
+from bodhi_jupyter.store.tables import usage_records
 from bodhi_jupyter.usage import UsageQuery
 
 FAKE = "/models/fake.gguf"
@@ -164,8 +164,8 @@ async def test_a_client_leaving_mid_stream_is_499_not_an_engine_error(client, bo
     (engine,) = bodhi_app.supervisor.engines.values()
     await until(lambda: engine.in_flight == 0, timeout=5)
     await bodhi_app.usage.flush()
-    with bodhi_app.database.session() as s:
-        assert s.scalars(select(UsageRecord.status)).all() == [499]
+    with bodhi_app.database.read() as conn:
+        assert conn.scalars(select(usage_records.c.status)).all() == [499]
     (row,) = UsageQuery(bodhi_app.database).aggregate(["model"])[0]
     assert (row["requests"], row["errors"]) == (1, 0)
     metrics = (await client.get("../metrics")).text

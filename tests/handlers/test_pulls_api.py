@@ -165,11 +165,12 @@ async def test_read_lists_admin_pulls(http, bodhi_app, hub):
 @pytest.fixture
 def interrupted_db(database):
     """A database the last server left with a pull running."""
-    from bodhi_jupyter.store.orm import ModelPull
+    from bodhi_jupyter.store.tables import pulls
 
-    with database.session() as s, s.begin():
-        s.add(ModelPull(id="p1", repo=REPO, filename=FILE, revision="main", state="running",
-                        bytes_done=5, files=[FILE], parts=[]))
+    with database.begin() as conn:
+        conn.execute(pulls.insert().values(id="p1", repo=REPO, filename=FILE, revision="main",
+                                           state="running", bytes_done=5, files=[FILE],
+                                           parts=[]))
     return database
 
 

@@ -241,9 +241,9 @@ async def test_a_client_that_leaves_while_queued_frees_its_place(users, bodhi_ap
         await until(lambda: sup.gate("bob", model).waiting == 0)
     await bodhi_app.usage.flush()
     await until(lambda: sup.gate("alice", model) is None)
-    with bodhi_app.database.session() as s:
-        from sqlalchemy import select
+    from sqlalchemy import select
 
-        from bodhi_jupyter.store.orm import UsageRecord
-        statuses = {(r.user, r.status) for r in s.scalars(select(UsageRecord))}
+    from bodhi_jupyter.store.tables import usage_records
+    with bodhi_app.database.read() as conn:
+        statuses = {(r.user, r.status) for r in conn.execute(select(usage_records))}
     assert ("bob", 499) in statuses

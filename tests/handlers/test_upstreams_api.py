@@ -95,8 +95,8 @@ async def test_a_remote_llama_server_serves_through_bodhi(
     assert rows[0].completion_tokens > 0 and rows[1].completion_tokens > 0
 
     # the key: encrypted in the row, in no response and no log line, its file 0600
-    with bodhi_app.database.session() as s:
-        (stored,) = s.execute(text("SELECT api_key_encrypted FROM upstreams")).one()
+    with bodhi_app.database.read() as conn:
+        (stored,) = conn.execute(text("SELECT api_key_encrypted FROM upstreams")).one()
     assert KEY not in stored
     assert (tmp_path / "bodhi-secret.key").stat().st_mode & 0o777 == 0o600
     got = (await http.get("app/upstreams/lab")).text

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bodhi_jupyter.store.orm import UsageRecord
+from bodhi_jupyter.store.tables import usage_records as u
 
 
-async def usage_rows(bodhi_app, endpoint: str) -> list[UsageRecord]:
+async def usage_rows(bodhi_app, endpoint: str) -> list:
     await bodhi_app.usage.flush()
-    with bodhi_app.database.session() as s:
-        return list(s.scalars(select(UsageRecord).where(UsageRecord.endpoint == endpoint)
-                              .order_by(UsageRecord.id)))
+    with bodhi_app.database.read() as conn:
+        return conn.execute(select(u).where(u.c.endpoint == endpoint)
+                            .order_by(u.c.id)).all()

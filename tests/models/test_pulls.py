@@ -283,9 +283,9 @@ async def test_restart_marks_running_pulls_failed_and_retry_resumes(make_manager
     for job in first._jobs.values():
         job.cancel.set()
     await until(lambda: not first._jobs, 10)  # the transfer thread noticed
-    from bodhi_jupyter.store.orm import ModelPull
-    with database.session() as s, s.begin():
-        s.get(ModelPull, pull.id).state = "running"  # as a killed server leaves it
+    from bodhi_jupyter.store.tables import pulls
+    with database.begin() as conn:  # as a killed server leaves it
+        conn.execute(pulls.update().where(pulls.c.id == pull.id).values(state="running"))
 
     second = make_manager()
     assert second.mark_interrupted() == 1
@@ -320,7 +320,7 @@ def test_classify_disk_full_and_unknown():
 
 async def test_records_on_sqlite_and_postgresql(db_url, hub, _isolated_hf_home):
     from bodhi_jupyter.store.database import Database
-    from bodhi_jupyter.store.orm import ModelPull
+    from bodhi_jupyter.store.tables import pulls as pulls_table
 
     db = Database(url=db_url)
     db.upgrade()
@@ -331,10 +331,10 @@ async def test_records_on_sqlite_and_postgresql(db_url, hub, _isolated_hf_home):
         hub.add(REPO, FILE, tiny_gguf(5000))
         pull, _ = await pulls.start(REPO, FILE)
         assert (await pulls.wait(pull.id, 30)).state == "done"
-        with db.session() as s, s.begin():  # sizes past 32 bits (a 70B model)
-            s.add(ModelPull(id="big", repo=REPO, filename="b.gguf", revision="main",
-                            state="running", bytes_done=5 * 10**9, bytes_total=40 * 10**9,
-                            files=["b.gguf"], parts=[]))
+        with db.begin() as conn:  # sizes past 32 bits (a 70B model)
+            conn.execute(pulls_table.insert().values(
+                id="big", repo=REPO, filename="b.gguf", revision="main", state="running",
+                bytes_done=5 * 10**9, bytes_total=40 * 10**9, files=["b.gguf"], parts=[]))
         assert pulls.mark_interrupted() == 1
         big = pulls.get("big")
         assert big.bytes_total == 40 * 10**9 and big.state == "failed"

@@ -17,7 +17,7 @@ from bodhi_jupyter.models.registry import (
     ServerOptions,
     apply_request_defaults,
 )
-from bodhi_jupyter.store.orm import ModelAlias
+from bodhi_jupyter.store.tables import model_aliases
 
 from ..conftest import until
 from .test_discovery import put_in_hf_cache
@@ -45,9 +45,9 @@ def make_registry(database, models_dir):
 
 
 def stored(database) -> dict[str, tuple]:
-    with database.session() as s:
+    with database.read() as conn:
         return {a.name: (a.model, a.source, a.request_defaults, a.server_options)
-                for a in s.scalars(select(ModelAlias))}
+                for a in conn.execute(select(model_aliases))}
 
 
 # -- config aliases in the database --------------------------------------------------------
@@ -69,9 +69,10 @@ def test_config_aliases_are_stored(make_registry, database):
 def test_alias_dropped_from_config_is_deleted_but_api_aliases_stay(make_registry, database):
     make_registry({"a": {"model": "tiny-Q4_K_M"},
                    "b": {"model": "embedder-F16"}}).sync_config_aliases()
-    with database.session() as s, s.begin():
-        s.add(ModelAlias(name="mine", model="tiny-Q4_K_M", request_defaults={"top_k": 5},
-                         server_options={}, source="api"))
+    with database.begin() as conn:
+        conn.execute(model_aliases.insert().values(
+            name="mine", model="tiny-Q4_K_M", request_defaults={"top_k": 5},
+            server_options={}, source="api"))
 
     registry = make_registry({"a": {"model": "tiny-Q4_K_M", "request": {"seed": 1}}})
     registry.sync_config_aliases()
@@ -86,9 +87,10 @@ def test_alias_dropped_from_config_is_deleted_but_api_aliases_stay(make_registry
 
 
 def test_config_alias_takes_over_an_api_alias_of_the_same_name(make_registry, database):
-    with database.session() as s, s.begin():
-        s.add(ModelAlias(name="x", model="embedder-F16", request_defaults={},
-                         server_options={}, source="api"))
+    with database.begin() as conn:
+        conn.execute(model_aliases.insert().values(
+            name="x", model="embedder-F16", request_defaults={}, server_options={},
+            source="api"))
 
     make_registry({"x": {"model": "tiny-Q4_K_M"}}).sync_config_aliases()
     assert stored(database) == {"x": ("tiny-Q4_K_M", "config", {}, {})}

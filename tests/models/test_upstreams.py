@@ -59,8 +59,8 @@ def test_bad_fields_are_a_400_naming_them(body, param):
 def test_the_key_is_encrypted_at_rest_and_never_shown(registry, database, tmp_path):
     view = registry.create(spec(api_key=KEY))
     assert view.has_api_key and KEY not in repr(view) and KEY not in str(view.to_json())
-    with database.session() as s:
-        (stored,) = s.execute(text("SELECT api_key_encrypted FROM upstreams")).one()
+    with database.read() as conn:
+        (stored,) = conn.execute(text("SELECT api_key_encrypted FROM upstreams")).one()
     assert stored and KEY not in stored
     assert registry.decrypt(stored) == KEY
     key_file = tmp_path / "keys" / "secret.key"
@@ -221,8 +221,8 @@ async def test_configured_upstreams_take_their_key_from_the_environment(
     assert info.value.status == 409
 
     # the key is in no row, no log line, no view; a storage reload reads config again
-    with database.session() as s:
-        rows = s.execute(text("SELECT name, api_key_encrypted FROM upstreams")).all()
+    with database.read() as conn:
+        rows = conn.execute(text("SELECT name, api_key_encrypted FROM upstreams")).all()
     assert rows == [("cloud", None)]
     assert KEY not in caplog.text and KEY not in str(views)
     monkeypatch.setenv("FLEET_KEY", "sk-rotated")

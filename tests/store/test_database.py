@@ -1,5 +1,5 @@
 """The database: Alembic migrations on SQLite and PostgreSQL, the SQLite backup taken before
-an upgrade, and the ORM's JSON columns."""
+an upgrade, and the JSON columns."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bodhi_jupyter.store.database import Database
-from bodhi_jupyter.store.orm import ModelAlias
+from bodhi_jupyter.store.tables import model_aliases as aliases
 
 
 @pytest.fixture
@@ -39,31 +39,32 @@ def test_fresh_database_is_migrated_to_head(db):
 
 def test_second_upgrade_is_a_no_op(db, tmp_path):
     db.upgrade()
-    with db.session() as s, s.begin():
-        s.add(ModelAlias(name="kept", model="m", source="api"))
+    with db.begin() as conn:
+        conn.execute(aliases.insert().values(name="kept", model="m", source="api"))
 
     assert db.upgrade() is None
     assert db.current_revision() == db.head_revision()
-    with db.session() as s:
-        assert s.scalars(select(ModelAlias.name)).all() == ["kept"]
+    with db.read() as conn:
+        assert conn.scalars(select(aliases.c.name)).all() == ["kept"]
     assert list(tmp_path.glob("*.bak")) == []
 
 
-def test_orm_round_trips_json_columns(db):
+def test_json_columns_round_trip(db):
     db.upgrade()
     request = {"temperature": 0.25, "max_tokens": 64, "stop": ["\n\n", "</s>"],
                "system_prompt": "Réponds brièvement ✓", "logit_bias": {"15043": -100},
                "nested": {"list": [1, 2.5, None, True, "x"], "empty": {}}}
     server = {"ctx_size": 4096, "parallel": 2, "extra_args": ["--flash-attn", "on"]}
-    with db.session() as s, s.begin():
-        s.add(ModelAlias(name="rich", model="owner/repo:Q4_K_M", request_defaults=request,
-                         server_options=server, source="config"))
-        s.add(ModelAlias(name="plain", model="other"))  # JSON defaults: {}
+    with db.begin() as conn:
+        conn.execute(aliases.insert().values(
+            name="rich", model="owner/repo:Q4_K_M", request_defaults=request,
+            server_options=server, source="config"))
+        conn.execute(aliases.insert().values(name="plain", model="other"))  # JSON defaults: {}
 
-    db.dispose()  # nothing cached in the engine or the session: read it back fresh
-    with db.session() as s:
-        rich = s.scalars(select(ModelAlias).where(ModelAlias.name == "rich")).one()
-        plain = s.scalars(select(ModelAlias).where(ModelAlias.name == "plain")).one()
+    db.dispose()  # nothing cached in the engine: read it back fresh
+    with db.read() as conn:
+        rich = conn.execute(select(aliases).where(aliases.c.name == "rich")).one()
+        plain = conn.execute(select(aliases).where(aliases.c.name == "plain")).one()
     assert rich.request_defaults == request
     assert rich.server_options == server
     assert isinstance(rich.request_defaults["nested"]["list"][1], float)
@@ -74,12 +75,12 @@ def test_orm_round_trips_json_columns(db):
 
 def test_alias_names_are_unique(db):
     db.upgrade()
-    with db.session() as s, s.begin():
-        s.add(ModelAlias(name="dup", model="a"))
-    with pytest.raises(IntegrityError), db.session() as s, s.begin():
-        s.add(ModelAlias(name="dup", model="b"))
-    with db.session() as s:
-        assert s.scalars(select(ModelAlias.model)).all() == ["a"]
+    with db.begin() as conn:
+        conn.execute(aliases.insert().values(name="dup", model="a"))
+    with pytest.raises(IntegrityError), db.begin() as conn:
+        conn.execute(aliases.insert().values(name="dup", model="b"))
+    with db.read() as conn:
+        assert conn.scalars(select(aliases.c.model)).all() == ["a"]
 
 
 # -- SQLite backups ------------------------------------------------------------------------
@@ -97,9 +98,10 @@ def test_sqlite_behind_head_is_backed_up_before_upgrading(tmp_path, monkeypatch)
     old = Database(url=f"sqlite:///{path}")
     old.connect()
     upgrade_to(old, "0001")  # the first release's schema
-    with old.session() as s, s.begin():
-        s.add(ModelAlias(name="mine", model="owner/repo:Q8_0",
-                         request_defaults={"temperature": 0.5}, source="api"))
+    with old.begin() as conn:
+        conn.execute(aliases.insert().values(name="mine", model="owner/repo:Q8_0",
+                                             request_defaults={"temperature": 0.5},
+                                             source="api"))
     old.dispose()
 
     db = Database(url=f"sqlite:///{path}")

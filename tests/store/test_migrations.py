@@ -1,6 +1,6 @@
 """Migrations keep data: from every earlier revision, on SQLite and PostgreSQL, a database
 with rows in every table upgrades to head with every row and value intact; and head's schema
-is exactly what the ORM models describe.
+is exactly what the tables in store/tables.py describe.
 
 The revisions come from Alembic's script directory, so a new migration is covered without
 touching this file. The rows come from a generic filler that reads the schema as it was at
@@ -20,7 +20,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from bodhi_jupyter.store import orm
+from bodhi_jupyter.store import tables
 from bodhi_jupyter.store.database import Database
 
 #: values for columns a CHECK constraint restricts, which no generic filler can guess:
@@ -162,7 +162,7 @@ def added_default(table: str, column: str):
     """What a new NOT NULL column should hold in rows written before it existed: the model's
     own default where that is a constant (so old rows read like new ones), else anything
     but NULL."""
-    model_column = orm.Base.metadata.tables[table].columns.get(column)
+    model_column = tables.metadata.tables[table].columns.get(column)
     default = model_column.default if model_column is not None else None
     if default is not None and default.is_scalar:
         return default.arg
@@ -242,21 +242,20 @@ def test_upgrade_to_head_keeps_every_row(db, revision):
                     assert new[column.name] == added_default(table, column.name), \
                         f"{table}.{column.name}: what carried-over row {key} got"
 
-    with db.session() as s:  # the models read what the upgrade left, and can add to it
-        for mapper in orm.Base.registry.mappers:
-            table = mapper.local_table.name
-            assert len(s.scalars(sa.select(mapper.class_)).all()) == len(after[table])
+    with db.read() as conn:  # the tables read what the upgrade left, and can add to it
+        for table in tables.metadata.sorted_tables:
+            assert len(conn.execute(sa.select(table)).all()) == len(after[table.name])
     with db.engine.begin() as conn:  # sequences and autoincrement carry on past the old ids
         fill(conn, new_schema, 2, True, {})
 
 
-def test_head_schema_matches_the_models(db):
+def test_head_schema_matches_the_tables(db):
     db.upgrade()
     with db.engine.connect() as conn:
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "compare_server_default": True})
-        differences = compare_metadata(context, orm.Base.metadata)
-    assert differences == [], "head's schema differs from the models:\n" + "\n".join(
+        differences = compare_metadata(context, tables.metadata)
+    assert differences == [], "head's schema differs from the tables:\n" + "\n".join(
         describe(d) for d in differences)
 
 
@@ -294,7 +293,7 @@ def test_a_sqlite_table_rebuild_keeps_the_rows_that_reference_it(tmp_path, monke
 
     from bodhi_jupyter.store import database as database_module
 
-    parents = sorted({fk.column.table.name for table in orm.Base.metadata.tables.values()
+    parents = sorted({fk.column.table.name for table in tables.metadata.tables.values()
                       for fk in table.foreign_keys if fk.ondelete == "CASCADE"})
     assert parents, "no ON DELETE CASCADE left: this test has nothing to rebuild"
     head = Database().head_revision()
