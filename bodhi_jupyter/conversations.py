@@ -14,7 +14,6 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from .errors import BodhiAPIError, invalid
@@ -253,12 +252,12 @@ class ConversationStore:
                params: dict | None = None) -> ConversationRecord:
         from .store.tables import conversations
         now = datetime.now(timezone.utc)
-        row = dict(id=uuid.uuid4().hex, owner=owner, title=title or "",
-                   title_auto=title is None, model=model, params=params or {},
-                   created_at=now, updated_at=now)
         with self.database.begin() as conn:
-            conn.execute(conversations.insert().values(row))
-        return ConversationRecord.of(SimpleNamespace(**row), 0, [])
+            row = conn.execute(conversations.insert().values(
+                id=uuid.uuid4().hex, owner=owner, title=title or "", title_auto=title is None,
+                model=model, params=params or {}, created_at=now, updated_at=now)
+                .returning(conversations)).one()
+        return ConversationRecord.of(row, 0, [])
 
     def list(self, owner: str, query: str | None = None, offset: int = 0,
              limit: int = 50) -> tuple[list[ConversationRecord], int]:
@@ -331,9 +330,6 @@ class ConversationStore:
         if role not in ROLES:
             raise invalid(f"'role' must be one of {', '.join(ROLES)}", param="role")
         now = datetime.now(timezone.utc)
-        row = dict(id=uuid.uuid4().hex, conversation_id=conversation_id, parent_id=parent_id,
-                   role=role, content=content, model=model, status=status, stats=stats,
-                   created_at=now, updated_at=now)
         with self.database.begin() as conn:
             conv = self._own(conn, owner, conversation_id)
             if parent_id is not None:
@@ -342,21 +338,22 @@ class ConversationStore:
                 if parent != conversation_id:
                     raise invalid(f"No message '{parent_id}' in this conversation",
                                   param="parent_id")
-            conn.execute(m.insert().values(row))
+            row = conn.execute(m.insert().values(
+                id=uuid.uuid4().hex, conversation_id=conversation_id, parent_id=parent_id,
+                role=role, content=content, model=model, status=status, stats=stats,
+                created_at=now, updated_at=now).returning(m)).one()
             changes: dict = {"updated_at": now}
             if conv.title_auto and not conv.title and role == "user" and content.strip():
                 changes["title"] = auto_title(content)
             if model and role == "assistant":
                 changes["model"] = model
             conn.execute(c.update().where(c.c.id == conversation_id).values(changes))
-        return MessageRecord.of(SimpleNamespace(**row))
+        return MessageRecord.of(row)
 
     def update_message(self, owner: str, conversation_id: str, message_id: str, *,
                        content: str | None = None, status: str | None = None,
                        stats: dict | None = None) -> MessageRecord:
         """A streaming reply is written as it grows, then marked complete or cut off."""
-        from sqlalchemy import select
-
         from .store.tables import conversation_messages as m, conversations as c
         now = datetime.now(timezone.utc)
         changes: dict = {"updated_at": now}
@@ -365,13 +362,14 @@ class ConversationStore:
                 changes[field] = value
         with self.database.begin() as conn:
             self._own(conn, owner, conversation_id)
-            row = conn.execute(select(m).where(m.c.id == message_id)).first()
-            if row is None or row.conversation_id != conversation_id:
+            row = conn.execute(m.update().where(m.c.id == message_id,
+                                                m.c.conversation_id == conversation_id)
+                               .values(changes).returning(m)).first()
+            if row is None:
                 raise BodhiAPIError(404, f"No message '{message_id}' in this conversation",
                                     code="message_not_found")
-            conn.execute(m.update().where(m.c.id == message_id).values(changes))
             conn.execute(c.update().where(c.c.id == conversation_id).values(updated_at=now))
-        return MessageRecord.of(SimpleNamespace(**{**row._asdict(), **changes}))
+        return MessageRecord.of(row)
 
     def cut_off_streaming(self, owner: str) -> int:
         """At server start: the owner's replies that were streaming when it stopped never

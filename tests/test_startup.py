@@ -89,9 +89,9 @@ async def test_storage_that_cannot_open_gives_503(jp_serverapp, http, monkeypatc
 
 
 def test_the_stores_use_sqlalchemy_core_without_the_orm(jupyter, fake_engine, monkeypatch):
-    """The ORM would add about 6.5 MiB to the server (store/tables.py): every store, used
-    through the API, loads SQLAlchemy's Core and never ``sqlalchemy.orm`` (Python's import
-    log, in the server's log, lists each module as it is first imported)."""
+    """Every store, used through the API, loads SQLAlchemy's Core and never
+    ``sqlalchemy.orm``, whose memory the server does without (store/tables.py). Python's
+    import log, in the server's log, lists each module as it is first imported."""
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
     _proc, base, log, _env = jupyter(
         "server", f"--LlamaServerLauncher.llama_server_path={fake_engine}")

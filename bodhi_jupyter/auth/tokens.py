@@ -15,7 +15,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from ..errors import BodhiAPIError
@@ -107,15 +106,14 @@ class TokenStore:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires_at = (datetime.now(timezone.utc) + timedelta(seconds=expires_in)
                       if expires_in else None)
-        row = dict(id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
-                   hashed=hash_token(token), scope=scope, models=models,
-                   groups=list(groups) or None, status="active",
-                   created_at=datetime.now(timezone.utc), last_used_at=None,
-                   expires_at=expires_at, kernel_id=None, kernel_server=kernel_server,
-                   notebook=notebook)
         with self.database.begin() as conn:
-            conn.execute(api_tokens.insert().values(row))
-        return token, TokenInfo.of(SimpleNamespace(**row))
+            row = conn.execute(api_tokens.insert().values(
+                id=uuid.uuid4().hex, owner=owner, name=name, prefix=token[:PREFIX_LEN],
+                hashed=hash_token(token), scope=scope, models=models,
+                groups=list(groups) or None, status="active",
+                created_at=datetime.now(timezone.utc), expires_at=expires_at,
+                kernel_server=kernel_server, notebook=notebook).returning(api_tokens)).one()
+        return token, TokenInfo.of(row)
 
     def list(self, owner: str | None) -> list[TokenInfo]:
         """Tokens of ``owner``, newest first (everyone's when owner is None)."""
@@ -147,9 +145,10 @@ class TokenStore:
             if row is None:
                 return None
             if changes:
-                conn.execute(t.update().where(t.c.id == token_id).values(changes))
+                row = conn.execute(t.update().where(t.c.id == token_id).values(changes)
+                                   .returning(t)).one()
             self._forget(row.hashed)
-        return TokenInfo.of(SimpleNamespace(**{**row._asdict(), **changes}))
+        return TokenInfo.of(row)
 
     def delete(self, token_id: str) -> bool:
         from ..store.tables import api_tokens as t

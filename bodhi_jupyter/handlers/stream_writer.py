@@ -3,9 +3,10 @@
 After the headers, tornado's write path costs two futures, a done-callback and one more
 event-loop turn for every piece (``HTTP1Connection.write`` and ``IOStream.write``), a
 good share of the proxy's own CPU per streamed token (bench/proxy_overhead.py). While
-tornado has nothing queued for the connection, a piece can go straight to the socket instead, framed as tornado
-would frame it; whatever cannot be sent at once goes through tornado, in order, and so does
-every write once tornado has a backlog, until it has drained it.
+tornado has nothing queued for the connection, a piece can go straight to the socket
+instead, framed as tornado would frame it; whatever cannot be sent at once goes through
+tornado, in order, and so does every write once tornado has a backlog, until it has
+drained it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -387,13 +386,12 @@ class PullManager(LoggingConfigurable):
         from ..store.tables import pulls as t
 
         now = _now()
-        values = dict(id=uuid.uuid4().hex, repo=repo, filename=filename, revision=revision,
-                      state="queued", bytes_done=self._bytes_on_disk(repo, parts),
-                      bytes_total=_total(parts), files=[p["name"] for p in parts],
-                      parts=parts, created_by=created_by, created_at=now, updated_at=now)
         with self.database.begin() as conn:  # error left out: SQL NULL, not JSON null
-            conn.execute(t.insert().values(values))
-        row = SimpleNamespace(model_id=None, error=None, **values)
+            row = conn.execute(t.insert().values(
+                id=uuid.uuid4().hex, repo=repo, filename=filename, revision=revision,
+                state="queued", bytes_done=self._bytes_on_disk(repo, parts),
+                bytes_total=_total(parts), files=[p["name"] for p in parts], parts=parts,
+                created_by=created_by, created_at=now, updated_at=now).returning(t)).one()
         self.log.info("bodhi: pulling %s %s (%s) from %s", repo, filename, revision,
                       self.endpoint)
         self._spawn(row.id, parts)
