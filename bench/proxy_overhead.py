@@ -14,7 +14,7 @@ Phases:
   B. stand-in engine (tests/fake_llama_server.py): the proxy's own cost
      4. the same latency pairs; time to first chunk with chunks at once and paced 5 ms
         apart (as a model sends them); Jupyter CPU per chunk over a long paced stream, at
-        5 and 25 ms gaps, beside a bare asyncio relay's at the same gaps
+        5 and 25 ms gaps, beside bare asyncio and thread relays' at the same gaps
         (bench/relay_floor.py); streamed chunks/s with 8 and 32 clients
      5. the upstream client against httpx and tornado's clients (bench/upstream_clients.py)
 
@@ -671,7 +671,8 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
             "chunks": run["tokens"], "wall_s": run["wall_s"], "gap_ms": gap * 1e3,
             "cpu_ms_per_chunk": ((thread_cpu_s(server.proc.pid) - cpu0) * 1e3
                                  / max(run["tokens"], 1))}
-    print("  [4] a bare asyncio relay at the same gaps (bench/relay_floor.py) ...", flush=True)
+    print("  [4] bare asyncio and thread relays at the same gaps (bench/relay_floor.py) ...",
+          flush=True)
     import relay_floor
     res["fake"]["relay_floor_us"] = relay_floor.measure((PACING_S, SLOW_PACING_S),
                                                         cfg["floor_s"])
@@ -825,12 +826,13 @@ def report(res: dict) -> str:
         if slow:
             out.append(f"    the same, {slow['chunks']} chunks {slow['gap_ms']:g} ms apart: "
                        f"{slow['cpu_ms_per_chunk']:.3f} ms")
+        for relay, floors in floor.items():
+            gaps = sorted(floors, key=float)
+            out.append(f"    a bare {relay} relay, same gaps (bench/relay_floor.py): "
+                       + ", ".join(f"{floors[g] / 1e3:.3f} ms at {g} ms" for g in gaps))
         if floor:
-            gaps = sorted(floor, key=float)
-            out.append("    a bare asyncio relay, same gaps (bench/relay_floor.py): "
-                       + ", ".join(f"{floor[g] / 1e3:.3f} ms at {g} ms" for g in gaps)
-                       + "  (the floor on this machine: waking after a longer sleep costs "
-                       "more)")
+            out.append("    (the floors on this machine: waking after a longer sleep costs "
+                       "more; the proxy relays event streams on threads)")
         out.append("")
     if "throughput" in fake:
         out += fmt_throughput("[4] stand-in engine: aggregate streamed chunks/s (the proxy's "
@@ -879,9 +881,9 @@ def make_summary(res: dict) -> dict:
         s["Jupyter CPU per chunk (stand-in, paced)"] = (
             f"{v:.3f} ms  {verdict(v <= TARGET_CPU_PER_CHUNK_MS)}")
     if "long_stream_slow" in fake and "relay_floor_us" in fake:
-        slow, floor = fake["long_stream_slow"], fake["relay_floor_us"]
+        slow, floor = fake["long_stream_slow"], fake["relay_floor_us"]["thread"]
         ours, bare = fake["long_stream"]["cpu_ms_per_chunk"], floor[f"{PACING_S * 1e3:g}"] / 1e3
-        s["CPU per chunk / bare relay's, 5 | 25 ms gaps"] = (
+        s["CPU per chunk / bare thread relay's, 5 | 25 ms"] = (
             f"{ours / bare:.1f}x | "
             f"{slow['cpu_ms_per_chunk'] / (floor[f'{SLOW_PACING_S * 1e3:g}'] / 1e3):.1f}x")
     if "cpu_ms_per_chunk" in real:

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""What relaying one paced chunk costs the simplest possible Python relay on this machine:
-an asyncio protocol that sends each piece it reads straight on, nothing else. It is the
-floor for the proxy's own CPU per streamed chunk, measured at the gaps the proxy sees.
+"""What relaying one paced chunk costs the simplest possible Python relays on this machine:
+an asyncio protocol that sends each piece it reads straight on, nothing else, and a thread
+that does the same with blocking ``recv`` and ``send`` (how the proxy relays an engine's
+event stream, ``bodhi_jupyter/engine/relay_threads.py``). They are the floors for the
+proxy's own CPU per streamed chunk, measured at the gaps the proxy sees.
 
     python bench/relay_floor.py
 
@@ -17,6 +19,7 @@ import asyncio
 import multiprocessing
 import socket
 import sys
+import threading
 import time
 
 PIECE = b"f8\r\n" + b"d" * 248 + b"\r\n"  # about one streamed token's chunk
@@ -80,15 +83,54 @@ async def _relay(chunks: int, gap: float) -> float:
     return cpu * 1e6 / (chunks - 1)  # the first piece started the clock
 
 
-def measure(gaps_s: tuple[float, ...], seconds: float = 5.0) -> dict[str, float]:
-    """CPU µs per chunk at each gap (in ms, as keys), ``seconds`` of stream each."""
-    return {f"{gap * 1e3:g}": asyncio.run(_relay(max(int(seconds / gap), 50), gap))
-            for gap in gaps_s}
+def _thread_relay(chunks: int, gap: float) -> float:
+    """CPU microseconds per chunk of a relay thread parked in a blocking ``recv``."""
+    ctx = multiprocessing.get_context("fork")
+    listener = socket.create_server(("127.0.0.1", 0))
+    receiver = ctx.Process(target=_receiver, args=(listener,), daemon=True)
+    receiver.start()
+    out = socket.create_connection(listener.getsockname())
+    listener.close()
+    out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = ctx.Process(target=_sender, args=(server.getsockname()[1], chunks, gap),
+                         daemon=True)
+    sender.start()
+    conn, _ = server.accept()
+    server.close()
+    cpu = []
+
+    def relay() -> None:
+        out.send(conn.recv(65536))
+        start = time.thread_time()  # from the first piece: not the set-up
+        while piece := conn.recv(65536):
+            out.send(piece)
+        cpu.append(time.thread_time() - start)
+
+    try:
+        thread = threading.Thread(target=relay, daemon=True)
+        thread.start()
+        thread.join(chunks * gap * 3 + 30)
+    finally:
+        conn.close()
+        out.close()
+        sender.join(10)
+        receiver.join(10)
+    return cpu[0] * 1e6 / (chunks - 1)
+
+
+def measure(gaps_s: tuple[float, ...], seconds: float = 5.0) -> dict[str, dict[str, float]]:
+    """CPU µs per chunk of each relay ("asyncio", "thread") at each gap (in ms, as keys),
+    ``seconds`` of stream each."""
+    runs = {f"{gap * 1e3:g}": max(int(seconds / gap), 50) for gap in gaps_s}
+    return {"asyncio": {g: asyncio.run(_relay(n, float(g) / 1e3)) for g, n in runs.items()},
+            "thread": {g: _thread_relay(n, float(g) / 1e3) for g, n in runs.items()}}
 
 
 def main() -> int:
-    for gap, us in measure((0.005, 0.025)).items():
-        print(f"bare asyncio relay, chunks {gap} ms apart: {us:.1f} us CPU per chunk")
+    for relay, floors in measure((0.005, 0.025)).items():
+        for gap, us in floors.items():
+            print(f"bare {relay} relay, chunks {gap} ms apart: {us:.1f} us CPU per chunk")
     return 0
 
 

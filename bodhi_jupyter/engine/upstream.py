@@ -12,8 +12,11 @@ on loopback, so the subset needed is small: Content-Length and chunked bodies, k
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable
+
+from .relay_threads import call_on_loop, relay_threads
 
 #: a body consumer: takes the payload bytes that arrived; may return a future that is not
 #: done yet (the consumer's own buffer is full), and reading pauses until it is
@@ -27,6 +30,44 @@ class UpstreamError(ConnectionError):
 _HEAD, _PENDING, _BODY, _IDLE = 0, 1, 2, 3  # what the connection is reading
 _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2  # how the body ends
 _SIZE, _DATA, _TRAILER = 0, 1, 2  # where a chunked body's parser is
+
+
+class ChunkedParser:
+    """Takes a chunked body as it arrives, in pieces split anywhere."""
+
+    def __init__(self):
+        self._state = _SIZE
+        self._remaining = 0  # of the current chunk's payload
+        self._rest = b""  # an incomplete line or chunk, until more comes
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The payloads of every chunk that is complete now, joined, and whether the body
+        has ended. Raises ValueError for a malformed body."""
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        pos, end, pieces = 0, len(data), []
+        while True:
+            if self._state == _DATA:
+                if end - pos < self._remaining + 2:
+                    break
+                pieces.append(data[pos:pos + self._remaining])
+                pos += self._remaining + 2
+                self._state = _SIZE
+                continue
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            line = data[pos:eol]
+            pos = eol + 2
+            if self._state == _TRAILER:
+                if not line:
+                    return b"".join(pieces), True
+                continue
+            self._remaining = size = int(line.partition(b";")[0], 16)
+            self._state = _DATA if size else _TRAILER
+        if pos < end:
+            self._rest = data[pos:]
+        return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), False
 
 
 class _Conn(asyncio.BufferedProtocol):
@@ -47,8 +88,9 @@ class _Conn(asyncio.BufferedProtocol):
         self._sink: Sink | None = None
         self._parts: list[bytes] = []
         self._framing = _LENGTH
-        self._remaining = 0  # Content-Length left, or the current chunk's size
-        self._chunk_state = _SIZE
+        self._remaining = 0  # Content-Length left
+        self._chunks = ChunkedParser()
+        self._relay_sock: socket.socket | None = None  # the engine's, while a thread relays
         #: called once, after the reply's first body piece went to its consumer
         self.after_first_piece: Callable[[], None] | None = None
 
@@ -67,7 +109,7 @@ class _Conn(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
-        if self._state == _BODY and self._framing == _CHUNKED and not self._buf:
+        if self._state == _BODY and self._framing == _CHUNKED:
             self._consume_chunked(data)  # the common case: parse what came, copy nothing
             return
         self._buf += data
@@ -106,7 +148,7 @@ class _Conn(asyncio.BufferedProtocol):
 
     def read_body(self, framing: int, length: int, sink: Sink | None) -> asyncio.Future:
         """Start consuming the body; the future resolves with it (b"" when a sink took it)."""
-        self._framing, self._remaining, self._chunk_state = framing, length, _SIZE
+        self._framing, self._remaining, self._chunks = framing, length, ChunkedParser()
         self._sink, self._parts = sink, []
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._state = _BODY
@@ -118,8 +160,47 @@ class _Conn(asyncio.BufferedProtocol):
             self.connection_lost(None)  # it ended before we asked: what was buffered is all
         return waiter
 
+    def relay_in_thread(self, sink: Callable[[bytes], object]) -> asyncio.Future:
+        """Like ``read_body`` for a chunked body with a sink, but the body is read by a
+        relay thread with blocking ``recv`` calls and ``sink`` runs on that thread (it
+        blocks while its client is slow to read, and raises ConnectionError once its
+        client is gone). For a connection that is not reused: the socket is made blocking.
+        The future resolves with b"" when the body has ended."""
+        loop = asyncio.get_running_loop()
+        self.transport.pause_reading()  # from now on only the thread reads the socket
+        self._state, self._framing = _BODY, _CHUNKED
+        self.reusable = False
+        waiter = self._waiter = loop.create_future()
+        fd = self.transport.get_extra_info("socket").fileno()
+        sock = self._relay_sock = socket.socket(fileno=os.dup(fd))
+        sock.setblocking(True)
+        first, lost = bytes(self._buf), self.lost
+        self._buf.clear()
+        first_piece = None if self.after_first_piece is None else self._first_piece_done
+
+        def settle(outcome: Exception | None) -> None:  # on the event loop
+            self._relay_sock = None
+            sock.close()
+            if outcome is None:
+                self._finish()
+            else:
+                self._fail(outcome)
+
+        def job() -> None:  # on the relay thread
+            try:
+                outcome = _relay_blocking(sock, first, lost, ChunkedParser(), sink,
+                                          loop, first_piece)
+            except BaseException as e:  # noqa: BLE001 - whatever it was, the loop hears it
+                outcome = e
+            call_on_loop(loop, settle, outcome)
+
+        relay_threads.run(job)
+        return waiter
+
     def close(self) -> None:
         self.reusable = False
+        if self._relay_sock is not None:  # the thread's recv returns, and it settles
+            _hang_up(self._relay_sock)
         if self.transport is not None:
             self.transport.close()
 
@@ -148,37 +229,12 @@ class _Conn(asyncio.BufferedProtocol):
             self._deliver(piece)
 
     def _consume_chunked(self, data: bytes) -> None:
-        """Take every complete chunk in ``data`` (the buffer is empty); deliver their
-        payloads as one piece and keep an incomplete rest for the next read."""
-        pos, end, pieces, done = 0, len(data), [], False
         try:
-            while True:
-                if self._chunk_state == _DATA:
-                    if end - pos < self._remaining + 2:
-                        break
-                    pieces.append(data[pos:pos + self._remaining])
-                    pos += self._remaining + 2
-                    self._chunk_state = _SIZE
-                    continue
-                eol = data.find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                line = data[pos:eol]
-                pos = eol + 2
-                if self._chunk_state == _TRAILER:
-                    if not line:
-                        done = True
-                        break
-                    continue
-                self._remaining = size = int(line.partition(b";")[0], 16)
-                self._chunk_state = _DATA if size else _TRAILER
+            piece, done = self._chunks.feed(data)
         except ValueError:
             self._fail(UpstreamError("malformed chunked body from engine"))
             return
-        if pos < end:
-            self._buf += data[pos:]
-        if pieces:
-            self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        self._deliver(piece)
         if done:
             self._finish()
 
@@ -223,6 +279,49 @@ class _Conn(asyncio.BufferedProtocol):
             waiter.set_result(value)
 
 
+def _hang_up(sock: socket.socket) -> None:
+    """End both directions now (a relay thread blocked in ``recv`` returns at once)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already shut, or the engine had gone
+        pass
+
+
+def _relay_blocking(sock: socket.socket, first: bytes, lost: bool, chunks: ChunkedParser,
+                    sink: Callable[[bytes], object], loop: asyncio.AbstractEventLoop,
+                    first_piece: Callable[[], None] | None) -> Exception | None:
+    """The relay thread's loop: each read's complete chunks go to ``sink`` until the body
+    ends (None), or what went wrong. ``first_piece`` is called on the loop once the first
+    piece is out."""
+    data = first
+    while True:
+        if data:
+            try:
+                piece, done = chunks.feed(data)
+            except ValueError:
+                return UpstreamError("malformed chunked body from engine")
+            if piece:
+                try:
+                    sink(piece)
+                except ConnectionError as e:  # the client left: the engine must see it
+                    _hang_up(sock)
+                    return UpstreamError(f"closed by its consumer: {e}")
+                if first_piece is not None:
+                    call_on_loop(loop, first_piece)
+                    first_piece = None
+            if done:
+                return None
+        if lost:
+            data = b""
+        else:
+            try:
+                data = sock.recv(65536)
+            except OSError as e:
+                return UpstreamError(f"engine closed the connection mid-body: {e}")
+        if not data:
+            return UpstreamError("engine closed the connection mid-body")
+
+
 class UpstreamResponse:
     def __init__(self, pool: "UpstreamPool", conn: _Conn, status: int, reason: str,
                  headers: dict[str, str],
@@ -240,12 +339,22 @@ class UpstreamResponse:
         """The whole body."""
         return await self._body(None)
 
-    async def relay(self, sink: Sink) -> None:
-        """Hand the body to ``sink`` as it arrives (for chunked bodies: the payloads of the
-        chunks that came in one read, joined), straight from the event loop's read callback."""
-        await self._body(sink)
+    @property
+    def relays_in_thread(self) -> bool:
+        """Whether ``relay(..., in_thread=True)`` may be asked for: an event stream
+        (chunked, and llama-server closes the connection after it) on a plain socket."""
+        return (self.headers.get("transfer-encoding", "").lower() == "chunked"
+                and not self._conn.reusable and not self._done
+                and self._conn.transport.get_extra_info("socket") is not None
+                and self._conn.transport.get_extra_info("sslcontext") is None)
 
-    async def _body(self, sink: Sink | None) -> bytes:
+    async def relay(self, sink: Sink, in_thread: bool = False) -> None:
+        """Hand the body to ``sink`` as it arrives (for chunked bodies: the payloads of the
+        chunks that came in one read, joined), straight from the event loop's read
+        callback; or, ``in_thread``, from a relay thread (see ``_Conn.relay_in_thread``)."""
+        await self._body(sink, in_thread)
+
+    async def _body(self, sink: Sink | None, in_thread: bool = False) -> bytes:
         if self._done:
             raise UpstreamError("the body was already read or abandoned")
         h = self.headers
@@ -257,7 +366,10 @@ class UpstreamResponse:
             framing, length = _UNTIL_CLOSE, 0
             self._conn.reusable = False
         try:
-            body = await self._conn.read_body(framing, length, sink)
+            if in_thread:
+                body = await self._conn.relay_in_thread(sink)
+            else:
+                body = await self._conn.read_body(framing, length, sink)
         except UpstreamError as e:
             abandoned = self._done  # closed by its own consumer (whose client left)
             self.close()

@@ -145,7 +145,7 @@ class OllamaInference(OllamaMixin, InferenceHandler):
                 send(translator.finish())
             return translator.counts
 
-        await self._relay_through(resp, sink, finished)
+        await self._relay_through(resp, send, sink, finished)
 
 
 class ChatHandler(OllamaInference):

@@ -24,6 +24,7 @@ from ..service_forwarding import SERVICE_UPSTREAM
 from ..usage import (CLIENT_GONE, UsageEntry, counts_from_anthropic_stream, counts_from_body,
                      counts_from_stream_tail)
 from .base import BodhiHandler, domain_errors_as_http, requires
+from .stream_writer import StreamWriter
 
 
 def model_object(model: ResolvedModel, created: int) -> dict:
@@ -321,9 +322,9 @@ class InferenceHandler(OpenAIHandler):
         self._finish_raw()
 
     async def _relay_stream(self, resp: UpstreamResponse) -> None:
-        """Each piece the engine sends is written to the client from the engine socket's
-        read callback (:class:`StreamWriter`), without awaiting a flush that has nothing
-        left to wait for."""
+        """Each piece the engine sends is written to the client as it is read, by a relay
+        thread or in the engine socket's read callback (:class:`StreamWriter`), without
+        awaiting a flush that has nothing left to wait for."""
         write = self.start_event_stream(resp.close)  # hanging up stops generation
         tail = [b"", b"", b""]  # the token counts come in the last events
         head: list[bytes] = []  # ... and, for Anthropic's, in the first
@@ -337,15 +338,23 @@ class InferenceHandler(OpenAIHandler):
                 head.append(piece)
             return write(piece)
 
-        await self._relay_through(resp, sink, lambda: self.stream_counts(head, tail))
+        await self._relay_through(resp, write, sink, lambda: self.stream_counts(head, tail))
 
-    async def _relay_through(self, resp: UpstreamResponse, sink, finished) -> None:
-        """Relay the engine's stream through ``sink``; ``finished()`` ends it and gives the
-        token counts. The outcomes are the same for every stream format: the client left
-        (499), or the engine failed mid-stream (an error event, 502)."""
+    async def _relay_through(self, resp: UpstreamResponse, write: StreamWriter, sink,
+                             finished) -> None:
+        """Relay the engine's stream through ``sink``, which writes with ``write``;
+        ``finished()`` ends it and gives the token counts. An event stream from a local
+        engine is relayed by a relay thread where the client's connection allows (the
+        sink then runs on that thread); the outcomes are the same for every stream format
+        and either way: the client left (499), or the engine failed mid-stream (an error
+        event, 502)."""
         connection = self.request.connection
         try:
-            await resp.relay(sink)
+            threaded = resp.relays_in_thread and write.for_thread()
+            try:
+                await resp.relay(sink, in_thread=threaded)
+            finally:
+                write.back_to_loop()
             self._status = 200
             self._tokens = finished()
         except UpstreamError:  # only our own hang-up when the client left

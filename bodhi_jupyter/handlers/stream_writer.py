@@ -7,15 +7,22 @@ tornado has nothing queued for the connection, a piece can go straight to the so
 instead, framed as tornado would frame it; whatever cannot be sent at once goes through
 tornado, in order, and so does every write once tornado has a backlog, until it has
 drained it.
+
+A relay thread (``engine.relay_threads``) writes the same way, from its own thread: a
+piece the socket cannot take at once waits there, in ``poll``, until the client reads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import select
 from collections.abc import Callable
 
 from tornado import web
 from tornado.concurrent import Future
 from tornado.iostream import IOStream
+
+from ..engine.relay_threads import call_on_loop
 
 
 class StreamWriter:
@@ -37,6 +44,8 @@ class StreamWriter:
         self._stream = self._connection.stream
         self._sock = None  # once the headers are out: the socket, if it may be written
         self._queued: Future | None = None  # tornado's last write; done once it is out
+        self._loop: asyncio.AbstractEventLoop | None = None  # while a relay thread writes
+        self._gone = False
 
     def start(self) -> None:
         """The status and headers, now (``RequestHandler.flush`` with no body yet)."""
@@ -44,7 +53,23 @@ class StreamWriter:
         if type(self._stream) is IOStream and self._handler.request.version == "HTTP/1.1":
             self._sock = self._stream.socket
 
+    def for_thread(self) -> bool:
+        """Whether a relay thread may write from now until ``back_to_loop()``: only
+        straight to the socket, and only once tornado has sent all it was given. A call
+        then blocks until the piece is out, and raises ConnectionError once the client is
+        gone (``on_gone`` runs on the event loop)."""
+        if self._sock is None or not (self._queued is None or self._queued.done()):
+            return False
+        self._loop = asyncio.get_running_loop()
+        return True
+
+    def back_to_loop(self) -> None:
+        self._loop = None
+
     def __call__(self, piece: bytes) -> Future | None:
+        if self._loop is not None:
+            self._send_from_thread(b"%x\r\n%b\r\n" % (len(piece), piece))
+            return None
         queued = self._queued
         if self._sock is not None and (queued is None or queued.done()):
             frame = b"%x\r\n%b\r\n" % (len(piece), piece)  # one HTTP/1.1 chunk
@@ -57,6 +82,30 @@ class StreamWriter:
             if sent:  # the rest of this chunk waits in tornado's buffer, and so does the next
                 return self._through_tornado(self._stream.write(memoryview(frame)[sent:]))
         return self._through_tornado(self._connection.write(piece))
+
+    def _send_from_thread(self, frame: bytes) -> None:
+        view, sock = memoryview(frame), self._sock
+        while not self._gone:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # reset, or closed by tornado (the client went)
+                break
+            if sent == len(view):
+                return
+            view = view[sent:]
+            if sock.fileno() < 0:
+                break
+            waiting = select.poll()  # the client is slow to read: wait for room
+            waiting.register(sock.fileno(), select.POLLOUT)
+            if any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+                   for _, ev in waiting.poll(1000)):
+                break
+        if not self._gone:
+            self._gone = True
+            call_on_loop(self._loop, self._on_gone)
+        raise ConnectionError("the client has gone")
 
     def _through_tornado(self, sent: Future) -> Future:
         self._queued = sent

@@ -203,7 +203,10 @@ class _HttpxResponse:
         await self.relay(parts.append)
         return b"".join(parts)
 
-    async def relay(self, sink) -> None:
+    #: a remote's stream is relayed on the event loop (``UpstreamResponse.relays_in_thread``)
+    relays_in_thread = False
+
+    async def relay(self, sink, in_thread: bool = False) -> None:
         import httpx
 
         try:

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -91,6 +92,29 @@ def local_port(conn) -> int:
     return conn.transport.get_extra_info("sockname")[1]
 
 
+@pytest.fixture(params=["loop", "thread"])
+def relay(request):
+    """``relay(response, sink)``: the body through the event loop's read callback, or
+    through a relay thread (which only an event stream may ask for)."""
+    in_thread = request.param == "thread"
+
+    async def run(r, sink):
+        if in_thread:
+            assert r.relays_in_thread
+        await r.relay(sink, in_thread=in_thread)
+    return run
+
+
+def first_piece_sink():
+    """A future for the first piece, and a sink that sets it from any thread."""
+    loop = asyncio.get_running_loop()
+    first = loop.create_future()
+
+    def sink(piece):
+        loop.call_soon_threadsafe(lambda: first.done() or first.set_result(piece))
+    return first, sink
+
+
 async def test_sequential_requests_share_one_connection(pool):
     r = await pool.request("GET", "/v1/models")
     assert r.status == 200
@@ -110,7 +134,7 @@ async def test_sequential_requests_share_one_connection(pool):
         assert local_port(conn) == port
 
 
-async def test_streaming_yields_sse_events_in_order(pool):
+async def test_streaming_yields_sse_events_in_order(pool, relay):
     r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=4, stream=True))
     assert r.status == 200
     assert r.content_type == "text/event-stream"
@@ -118,7 +142,7 @@ async def test_streaming_yields_sse_events_in_order(pool):
     assert pool._idle == []  # busy while the body is read
 
     pieces = []
-    await r.relay(pieces.append)
+    await relay(r, pieces.append)
 
     chunks = [c + b"\n\n" for c in b"".join(pieces).split(b"\n\n") if c]
     assert chunks[-1] == b"data: [DONE]\n\n"
@@ -131,11 +155,11 @@ async def test_streaming_yields_sse_events_in_order(pool):
     assert pool._idle == [] and r._conn.transport.is_closing()
 
 
-async def test_closing_mid_stream_drops_the_connection(pool, fake_server):
+async def test_closing_mid_stream_drops_the_connection(pool, fake_server, relay):
     r = await pool.request("POST", "/v1/chat/completions",
                            chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
-    first = asyncio.get_running_loop().create_future()
-    relaying = asyncio.ensure_future(r.relay(lambda piece: first.done() or first.set_result(piece)))
+    first, sink = first_piece_sink()
+    relaying = asyncio.ensure_future(relay(r, sink))
     assert b'"role":"assistant"' in await first
     conn = r._conn
     port = local_port(conn)
@@ -153,12 +177,12 @@ async def test_closing_mid_stream_drops_the_connection(pool, fake_server):
     assert local_port(pool._idle[0]) != port
 
 
-async def test_abandoned_iteration_closes_the_connection(pool, fake_server):
+async def test_abandoned_iteration_closes_the_connection(pool, fake_server, relay):
     r = await pool.request("POST", "/v1/chat/completions",
                            chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
-    first = asyncio.Event()
-    relaying = asyncio.ensure_future(r.relay(lambda piece: first.set()))
-    await first.wait()
+    first, sink = first_piece_sink()
+    relaying = asyncio.ensure_future(relay(r, sink))
+    await first
     relaying.cancel()  # e.g. the proxy's request was abandoned: its task is cancelled
     with pytest.raises(asyncio.CancelledError):
         await relaying
@@ -191,12 +215,12 @@ async def test_stale_pooled_connection_is_retried_after_a_restart(pool, fake_ser
     assert fresh is not stale and local_port(fresh) != stale_port
 
 
-async def test_engine_crash_mid_stream_is_an_upstream_error(pool):
+async def test_engine_crash_mid_stream_is_an_upstream_error(pool, relay):
     r = await pool.request("POST", "/v1/chat/completions",
                            chat(max_tokens=10, stream=True, text="[crash-after=2]"))
     got = []
     with pytest.raises(UpstreamError):
-        await r.relay(got.append)
+        await relay(r, got.append)
     assert b"".join(got).count(b"data: ") == 2
     assert pool._idle == []
 
@@ -334,7 +358,7 @@ async def test_a_full_consumer_pauses_reading_until_it_drains():
     await done
 
 
-async def test_body_failure_is_turned_into_the_callers_error_unless_abandoned(pool):
+async def test_body_failure_is_turned_into_the_callers_error_unless_abandoned(pool, relay):
     class EngineDied(Exception):
         pass
 
@@ -352,10 +376,10 @@ async def test_body_failure_is_turned_into_the_callers_error_unless_abandoned(po
                            chat(max_tokens=10, stream=True, text="[crash-after=2]"),
                            on_failure=on_failure)
     with pytest.raises(EngineDied):
-        await r.relay(lambda piece: None)
+        await relay(r, lambda piece: None)
 
 
-async def test_the_spare_is_dialled_after_the_first_piece_not_on_its_path(fake_server):
+async def test_the_spare_is_dialled_after_the_first_piece_not_on_its_path(fake_server, relay):
     """The headers come first and the first chunk 100 ms later: a spare dialled at the
     headers would be connected long before that chunk; it must wait until it is relayed."""
     pool = UpstreamPool("127.0.0.1", fake_server.port, KEY)
@@ -364,7 +388,7 @@ async def test_the_spare_is_dialled_after_the_first_piece_not_on_its_path(fake_s
         r = await pool.request("POST", "/v1/chat/completions",
                                chat(max_tokens=2, stream=True, text="go [delay=0.1]"))
         seen = []
-        await r.relay(lambda piece: seen.append(opened[0]))
+        await relay(r, lambda piece: seen.append(opened[0]))
         assert seen[0] == 1  # only the stream's own connection when the first piece came
         await until(lambda: len(pool._idle) == 1)
         assert opened[0] == 2
@@ -390,3 +414,38 @@ async def test_a_spare_connection_is_dialled_while_a_stream_is_relayed(fake_serv
         assert opened[0] == 3
     finally:
         pool.close()
+
+
+async def test_only_an_event_stream_on_a_plain_socket_may_be_relayed_by_a_thread(pool):
+    r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=2))
+    assert not r.relays_in_thread  # a whole answer on a connection kept for the next one
+    await r.read()
+    r = await pool.request("POST", "/v1/chat/completions", chat(max_tokens=2, stream=True))
+    assert r.relays_in_thread
+    r.close()
+    assert not r.relays_in_thread  # abandoned
+
+
+async def test_the_relay_thread_runs_the_sink_and_leaves_the_loop_alone(pool):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=5, stream=True, text="go [delay=0.01]"))
+    ran_on = set()
+    await r.relay(lambda piece: ran_on.add(threading.current_thread()), in_thread=True)
+    assert ran_on and threading.main_thread() not in ran_on
+    assert pool._idle == [] and r._conn.transport.is_closing()
+
+
+async def test_a_sink_whose_client_left_makes_the_thread_hang_up_on_the_engine(pool,
+                                                                               fake_server):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=200, stream=True, text="go [delay=0.02]"))
+    pieces = []
+
+    def sink(piece):
+        pieces.append(piece)
+        raise ConnectionError("the client has gone")
+
+    with pytest.raises(UpstreamError, match="consumer"):
+        await r.relay(sink, in_thread=True)
+    assert len(pieces) == 1  # nothing more was read
+    await fake_server.wait_for_log("client disconnected")  # the engine stopped generating

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -144,6 +145,84 @@ async def test_an_http_1_0_client_is_written_only_through_tornado(pair):
     assert conn.writes == 2  # tornado frames HTTP/1.0 replies (not chunked) its own way
 
 
+async def from_thread(fn, *args):
+    """Run ``fn`` on a thread of its own, as a relay thread would, and wait for it."""
+    result = []
+
+    def run():
+        try:
+            result.append(fn(*args))
+        except Exception as e:  # noqa: BLE001 - handed back to the test
+            result.append(e)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    await until(lambda: not thread.is_alive(), timeout=20)
+    return result[0]
+
+
+async def test_a_relay_thread_writes_each_piece_straight_to_the_socket(pair):
+    stream, theirs = pair
+    conn = Connection(stream)
+    write = StreamWriter(Handler(conn), lambda: None)
+    write.start()
+    assert write.for_thread()
+    assert await from_thread(lambda: [write(b"first"), write(b"second")]) == [None, None]
+    assert conn.writes == 0
+    assert read_available(theirs) == HEAD + chunk(b"first") + chunk(b"second")
+    write.back_to_loop()
+    assert write(b"third") is None  # on the loop again, as before
+    assert read_available(theirs) == chunk(b"third")
+
+
+async def test_a_relay_thread_waits_for_a_slow_client_and_loses_nothing(pair):
+    stream, theirs = pair
+    write = StreamWriter(Handler(Connection(stream)), lambda: None)
+    write.start()
+    assert write.for_thread()
+    pieces = [json.dumps({"n": i, "pad": "x" * 3000}).encode() for i in range(2000)]
+    writing = asyncio.ensure_future(from_thread(lambda: [write(p) for p in pieces]))
+    received = b""
+
+    def drain() -> bool:
+        nonlocal received
+        received += read_available(theirs)
+        return writing.done()
+
+    await until(drain, timeout=20)
+    received += read_available(theirs)
+    assert writing.result() == [None] * len(pieces)
+    assert received == HEAD + b"".join(chunk(p) for p in pieces)
+
+
+async def test_a_relay_thread_whose_client_hung_up_is_told_and_so_is_the_loop(pair):
+    stream, theirs = pair
+    loop_threads = []
+    write = StreamWriter(Handler(Connection(stream)),
+                         lambda: loop_threads.append(threading.current_thread()))
+    write.start()
+    assert write.for_thread()
+    theirs.close()
+
+    def write_until_refused():
+        for _ in range(100):  # the first send after a close may still succeed
+            write(b"next")
+    assert isinstance(await from_thread(write_until_refused), ConnectionError)
+    await until(lambda: loop_threads)
+    assert loop_threads == [threading.main_thread()]  # on_gone ran on the event loop
+
+
+async def test_a_relay_thread_may_not_write_past_tornado_or_to_http_1_0(pair):
+    stream, theirs = pair
+    write = StreamWriter(Handler(Connection(stream), version="HTTP/1.0"), lambda: None)
+    write.start()
+    assert not write.for_thread()
+    write = StreamWriter(Handler(Connection(stream)), lambda: None)
+    write.start()
+    while write(b"x" * 65536) is None:  # nobody reads: tornado ends up holding a backlog
+        pass
+    assert not write.for_thread()
+
+
 class TestThroughTheServer:
     """A raw client sees what the writer puts on the wire: the headers before the engine's
     first token, then chunks an HTTP/1.1 client can parse and reuse the connection after;
@@ -152,6 +231,18 @@ class TestThroughTheServer:
     @pytest.fixture
     def bodhi_config(self, fake_engine, smollm2_path):
         return fake_aliases(fake_engine, smollm2_path)
+
+    @pytest.fixture
+    def relayed_on(self, monkeypatch):
+        """The threads that relayed an engine's stream with blocking reads."""
+        from bodhi_jupyter.engine import upstream
+        threads, relay_blocking = [], upstream._relay_blocking
+
+        def recorded(*args):
+            threads.append(threading.current_thread())
+            return relay_blocking(*args)
+        monkeypatch.setattr(upstream, "_relay_blocking", recorded)
+        return threads
 
     @staticmethod
     def request(path: str, token: str, version: str, text: str, n: int) -> bytes:
@@ -173,7 +264,8 @@ class TestThroughTheServer:
             body += data[:-2]
 
     async def test_http_1_1_headers_before_the_first_token_then_chunks(self, api_url,
-                                                                        jupyter_token):
+                                                                        jupyter_token,
+                                                                        relayed_on):
         url = urlsplit(api_url)
         reader, writer = await asyncio.open_connection(url.hostname, url.port)
         try:
@@ -198,9 +290,11 @@ class TestThroughTheServer:
             assert events[-1] == "[DONE]" and len(events) >= 3
         finally:
             writer.close()
+        assert len(relayed_on) == 2 and threading.main_thread() not in relayed_on
 
     async def test_http_1_0_gets_the_events_unframed_then_the_close(self, api_url,
-                                                                     jupyter_token):
+                                                                     jupyter_token,
+                                                                     relayed_on):
         url = urlsplit(api_url)
         reader, writer = await asyncio.open_connection(url.hostname, url.port)
         try:
@@ -215,6 +309,7 @@ class TestThroughTheServer:
         assert events[-1] == "[DONE]"
         assert sum(bool(json.loads(e)["choices"][0]["delta"].get("content"))
                    for e in events[:-1]) == 4
+        assert relayed_on == []  # tornado frames HTTP/1.0: the event loop relayed it
 
 
 def sse_data(body: bytes) -> list[str]:
