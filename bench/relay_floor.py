@@ -58,8 +58,8 @@ class _Relay(asyncio.BufferedProtocol):
         self.done.set_result(time.thread_time() - self.cpu_start)
 
 
-async def _relay(chunks: int, gap: float) -> float:
-    """CPU microseconds per chunk of the relay's thread."""
+def _receiving_end():
+    """A receiver process, and the relay's connection to it."""
     ctx = multiprocessing.get_context("fork")
     listener = socket.create_server(("127.0.0.1", 0))
     receiver = ctx.Process(target=_receiver, args=(listener,), daemon=True)
@@ -67,6 +67,12 @@ async def _relay(chunks: int, gap: float) -> float:
     out = socket.create_connection(listener.getsockname())
     listener.close()
     out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ctx, receiver, out
+
+
+async def _relay(chunks: int, gap: float) -> float:
+    """CPU microseconds per chunk of the relay's thread."""
+    ctx, receiver, out = _receiving_end()
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     server = await loop.create_server(lambda: _Relay(out, done), "127.0.0.1", 0)
@@ -85,13 +91,7 @@ async def _relay(chunks: int, gap: float) -> float:
 
 def _thread_relay(chunks: int, gap: float) -> float:
     """CPU microseconds per chunk of a relay thread parked in a blocking ``recv``."""
-    ctx = multiprocessing.get_context("fork")
-    listener = socket.create_server(("127.0.0.1", 0))
-    receiver = ctx.Process(target=_receiver, args=(listener,), daemon=True)
-    receiver.start()
-    out = socket.create_connection(listener.getsockname())
-    listener.close()
-    out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ctx, receiver, out = _receiving_end()
     server = socket.create_server(("127.0.0.1", 0))
     sender = ctx.Process(target=_sender, args=(server.getsockname()[1], chunks, gap),
                          daemon=True)
