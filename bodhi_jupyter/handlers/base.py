@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.prometheus.log_functions import prometheus_log_method
 from jupyter_server.utils import ensure_async
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -252,13 +253,17 @@ class BodhiHandler(APIHandler):
         return self._request_log
 
     # -- authentication --------------------------------------------------------------------
+    _identity: HandlerIdentity | None = None
+
     @property
     def identity_provider(self) -> HandlerIdentity:
-        inner = super().identity_provider
-        wrapped = self.settings.get("bodhi_identity")
-        if wrapped is None or wrapped.inner is not inner:
-            wrapped = self.settings["bodhi_identity"] = HandlerIdentity(inner)
-        return wrapped
+        if self._identity is None:  # asked several times a request
+            inner = super().identity_provider
+            wrapped = self.settings.get("bodhi_identity")
+            if wrapped is None or wrapped.inner is not inner:
+                wrapped = self.settings["bodhi_identity"] = HandlerIdentity(inner)
+            self._identity = wrapped
+        return self._identity
 
     _bodhi_token: str | None | bool = False  # False: not looked at yet
 
@@ -320,6 +325,17 @@ class BodhiHandler(APIHandler):
     def on_finish(self) -> None:
         self.update_api_activity()  # counts only requests that authenticated
         super().on_finish()
+
+    def _log(self) -> None:
+        # (tornado keeps RequestHandler._log for handlers that override it.) Jupyter logs a
+        # success's access line at debug level; where that level is not emitted, the line
+        # is not built (its URI scrubbing alone costs more than the rest of the request's
+        # bookkeeping), and only Jupyter's request-duration metric is recorded.
+        if self.get_status() < 300 and not self.log.isEnabledFor(logging.DEBUG):
+            if getattr(self.serverapp, "record_http_request_metrics", True):
+                prometheus_log_method(self)
+            return
+        super()._log()
 
     @property
     def principal(self) -> Principal:

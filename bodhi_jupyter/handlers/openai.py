@@ -316,10 +316,10 @@ class InferenceHandler(OpenAIHandler):
     def _answer(self, resp: UpstreamResponse, body: bytes) -> None:
         """A whole (non-streamed) successful answer, to the client."""
         self.set_header("Content-Type", resp.content_type or "application/json")
-        self._tokens = counts_from_body(body)
         self._status = resp.status
         self.write(body)  # bytes: forwarded untouched
         self._finish_raw()
+        self._tokens = counts_from_body(body)  # for the usage record, once the client has it
 
     async def _relay_stream(self, resp: UpstreamResponse) -> None:
         """Each piece the engine sends is written to the client as it is read, by a relay

@@ -141,6 +141,47 @@ async def test_log_lines_of_a_request_carry_its_id(http, login, caplog):
     assert any("failed to load model (fake)" in line for line in start)
 
 
+async def test_a_success_is_timed_by_jupyter_and_its_access_line_built_only_if_shown(
+        http, login, monkeypatch):
+    """Jupyter logs a success's access line at debug level and times every request in its
+    own metric; bodhi builds that line only when some handler would show it, and keeps the
+    metric either way."""
+    from jupyter_server.base.handlers import log as jupyter_log
+    from prometheus_client import REGISTRY
+
+    labels = {"method": "POST", "status_code": "200",
+              "handler": "bodhi_jupyter.handlers.openai.ChatCompletionsHandler"}
+
+    def timed() -> float:
+        return REGISTRY.get_sample_value("http_request_duration_seconds_count", labels) or 0
+
+    shown = logging.Handler(logging.INFO)  # as a server without --debug logs
+    records: list[logging.LogRecord] = []
+    shown.emit = records.append
+    logger = jupyter_log()
+    monkeypatch.setattr(logger, "handlers", [shown])
+    monkeypatch.setattr(logger, "propagate", False)
+    built = []
+    real = logger.makeRecord
+    monkeypatch.setattr(logger, "makeRecord", lambda *a, **k: built.append(a[2]) or real(*a, **k))
+
+    def access_lines(rid):
+        return [m for m in (r.getMessage() for r in records)
+                if m.startswith("200 POST /") and m.endswith(f"[request_id={rid}]")]
+
+    before = timed()
+    resp = await http.post("bodhi/v1/chat/completions", json=CHAT,
+                           headers={**login, "X-Request-Id": "quiet"})
+    assert resp.status_code == 200
+    assert timed() == before + 1
+    assert access_lines("quiet") == [] and logging.DEBUG not in built
+    shown.setLevel(logging.DEBUG)  # --debug
+    resp = await http.post("bodhi/v1/chat/completions", json=CHAT,
+                           headers={**login, "X-Request-Id": "shown"})
+    assert resp.status_code == 200
+    assert timed() == before + 2 and len(access_lines("shown")) == 1
+
+
 # -- activity -----------------------------------------------------------------------------------
 async def test_api_use_counts_as_server_activity_while_streaming(http, login, client):
     async def last_activity() -> datetime:
