@@ -8,14 +8,17 @@ through a real Jupyter server, in one run.
 Phases:
   0. start-up: the same `jupyter server` with the extension on and off (bench/startup.py)
   A. real engine (bodhi-llama-server with the packaged smollm2-135m-instruct)
-     1. added latency of a non-streaming 1-token chat request (alternating pairs)
+     1. added latency of a non-streaming 1-token chat request (alternating pairs), and
+        the same request beside an empty Jupyter request (bench/jupyter_floor.py)
      2. time to first content token of a streaming chat request (alternating pairs)
      3. aggregate streamed tokens/s with 1, 8 and 32 concurrent streaming clients
   B. stand-in engine (tests/fake_llama_server.py): the proxy's own cost
      4. the same latency pairs; time to first chunk with chunks at once and paced 5 ms
         apart (as a model sends them); Jupyter CPU per chunk over a long paced stream, at
         5 and 25 ms gaps, beside bare asyncio and thread relays' at the same gaps
-        (bench/relay_floor.py); streamed chunks/s with 8 and 32 clients
+        (bench/relay_floor.py); the same 1-token request beside an empty Jupyter request
+        (bench/jupyter_floor.py), back to back and after idle: what any request to this
+        Jupyter server costs; streamed chunks/s with 8 and 32 clients
      5. the upstream client against httpx and tornado's clients (bench/upstream_clients.py)
 
 Direct requests go to http://127.0.0.1:ENGINE_PORT/v1/... with the engine's API key (read
@@ -163,8 +166,10 @@ class Engine:
 class JupyterServer:
     """A real ``jupyter server`` subprocess with the extension, isolated in a temp dir."""
 
-    def __init__(self, tmp: Path, name: str, extra_args: list[str] = ()):
+    def __init__(self, tmp: Path, name: str, extra_args: list[str] = (),
+                 extra_env: dict[str, str] | None = None):
         self.name = name
+        self.extra_env = extra_env or {}
         self.dir = tmp / name
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -179,7 +184,7 @@ class JupyterServer:
         env = {**os.environ,
                "JUPYTER_DATA_DIR": str(self.dir / "data"),
                "JUPYTER_RUNTIME_DIR": str(self.dir / "runtime"),
-               "JUPYTER_CONFIG_DIR": str(self.dir / "config")}
+               "JUPYTER_CONFIG_DIR": str(self.dir / "config"), **self.extra_env}
         cmd = [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
                "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
                f"--IdentityProvider.token={self.token}", f"--ServerApp.base_url={BASE}",
@@ -406,6 +411,48 @@ def ttft_pairs(direct: Client, proxied: Client, pairs: int, warmup: int,
             "max_tokens": max_tokens}
 
 
+FLOOR_IDLE_S = 0.015  # idle before each request in the floor's second run, as between tokens
+#: the benchmark's servers also load bench/jupyter_floor.py (one handler of its own)
+FLOOR_ARGS = ("--ServerApp.jpserver_extensions=jupyter_floor=True",)
+
+
+def floor_env() -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"),
+                                                         os.environ.get("PYTHONPATH")]))}
+
+
+def floor_compare(direct: Client, proxied: Client, floor: Client, rounds: int, warmup: int,
+                  gap_s: float) -> dict:
+    """A 1-token request to the engine, the same through bodhi, and the same body POSTed
+    to an empty Jupyter handler (bench/jupyter_floor.py), in rotating order; ``gap_s`` of
+    idle before each request (0: back to back)."""
+    import jupyter_floor
+    path, body = "chat/completions", chat_body("Say hi.", max_tokens=1, stream=False)
+    sends = {"direct": lambda: direct.post(path, body),
+             "proxied": lambda: proxied.post(path, body),
+             "jupyter_floor": lambda: floor.post(jupyter_floor.PATH, body)}
+    fresh_connections(direct, proxied, floor)
+    for _ in range(warmup):
+        for send in sends.values():
+            send()
+    names, times = list(sends), {k: [] for k in sends}
+    for i in range(rounds):
+        for name in names[i % 3:] + names[:i % 3]:
+            if gap_s:
+                time.sleep(gap_s)
+            times[name].append(sends[name]()[0] * 1e3)
+    return {"gap_ms": gap_s * 1e3, **{k: summary(v) for k, v in times.items()}}
+
+
+def jupyter_floor_runs(server: JupyterServer, direct: Client, proxied: Client, rounds: int,
+                       warmup: int, gaps: tuple[float, ...]) -> list[dict]:
+    floor = Client("jupyter floor", server.port, BASE, f"token {server.token}")
+    try:
+        return [floor_compare(direct, proxied, floor, rounds, warmup, gap) for gap in gaps]
+    finally:
+        floor.close()
+
+
 # -- asynchronous streaming clients (throughput) -----------------------------------------------------
 async def _read_body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):
     if headers.get("transfer-encoding", "").lower() == "chunked":
@@ -577,7 +624,8 @@ def check_ignore_eos(direct: Client, n: int) -> bool:
 
 
 def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
-    server = JupyterServer(tmp, "real", cfg["jupyter_args"])
+    server = JupyterServer(tmp, "real", [*cfg["jupyter_args"], *FLOOR_ARGS],
+                           extra_env=floor_env())
     servers.append(server)
     t0 = time.perf_counter()
     server.start()
@@ -594,6 +642,10 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
         print(f"  [1] latency, {cfg['pairs']} pairs of 1-token requests ...", flush=True)
         res["real"]["latency"] = latency_pairs(direct, proxied, cfg["pairs"], cfg["warmup"],
                                                server.proc.pid, engine.pid)
+        print(f"  [1] Jupyter's floor: an empty Jupyter request beside the 1-token request, "
+              f"{cfg['floor_rounds_real']} rounds ...", flush=True)
+        res["real"]["jupyter_floor"] = jupyter_floor_runs(
+            server, direct, proxied, cfg["floor_rounds_real"], cfg["warmup"] // 4, (0,))
         print(f"  [2] time to first token, {cfg['ttft_pairs']} pairs ...", flush=True)
         res["real"]["ttft"] = ttft_pairs(direct, proxied, cfg["ttft_pairs"], cfg["warmup"] // 4,
                                          cfg["ttft_tokens"])
@@ -637,8 +689,9 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
     wrapper = tmp / "fake-llama-server"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE.resolve()}" "$@"\n')
     wrapper.chmod(0o755)
-    server = JupyterServer(tmp, "fake", [*cfg["jupyter_args"],
-                                         f"--LlamaServerLauncher.llama_server_path={wrapper}"])
+    server = JupyterServer(tmp, "fake", [*cfg["jupyter_args"], *FLOOR_ARGS,
+                                         f"--LlamaServerLauncher.llama_server_path={wrapper}"],
+                           extra_env=floor_env())
     servers.append(server)
     server.start()
     engine = start_engine(server, timeout=60)
@@ -657,6 +710,11 @@ def phase_fake(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
         res["fake"]["ttft_paced"] = ttft_pairs(direct, proxied, cfg["paced_pairs"],
                                                cfg["warmup"], 5,
                                                text=f"Tell me. [delay={PACING_S}]")
+        print(f"  [4] Jupyter's floor: an empty Jupyter request beside the 1-token request, "
+              f"{cfg['floor_rounds']} rounds back to back and {cfg['floor_rounds']} with "
+              f"{FLOOR_IDLE_S * 1e3:g} ms idle before each request ...", flush=True)
+        res["fake"]["jupyter_floor"] = jupyter_floor_runs(
+            server, direct, proxied, cfg["floor_rounds"], cfg["warmup"], (0, FLOOR_IDLE_S))
     finally:
         direct.close()
         proxied.close()
@@ -720,6 +778,18 @@ def fmt_latency(title: str, lat: dict, target: float | None) -> list[str]:
     return lines
 
 
+def fmt_floor(title: str, runs: list[dict]) -> list[str]:
+    lines = [f"{title}: Jupyter's own floor: the same body POSTed to an empty authenticated "
+             "APIHandler (bench/jupyter_floor.py; no bodhi code), p50 round trip, rotating "
+             f"order, {runs[0]['jupyter_floor']['n']} rounds"]
+    for run in runs:
+        when = f"{run['gap_ms']:g} ms idle before each" if run["gap_ms"] else "back to back"
+        d, p, f = (run[k]["p50_ms"] for k in ("direct", "proxied", "jupyter_floor"))
+        lines.append(f"    {when:<24} empty Jupyter request {f:.2f} ms; engine direct "
+                     f"{d:.2f} ms; through bodhi {p:.2f} ms (adds {p - d:.2f} ms)")
+    return lines + [""]
+
+
 def spread(rates: list[float]) -> str:
     """Each run's rate, or their range when there are many."""
     if len(rates) <= 4:
@@ -769,6 +839,8 @@ def report(res: dict) -> str:
         out += fmt_latency("[1] real engine: non-streaming chat, max_tokens=1 "
                            f"({real['latency']['diff']['n']} alternating pairs)",
                            real["latency"], TARGET_ADDED_P50_MS) + [""]
+    if "jupyter_floor" in real:
+        out += fmt_floor("[1] real engine", real["jupyter_floor"])
     if "ttft" in real:
         t = real["ttft"]
         diff = t["diff"]["p50_ms"]
@@ -816,6 +888,8 @@ def report(res: dict) -> str:
                 f"p99 {t['diff']['p99_ms']:.2f} ms",
                 f"    target: added time to first chunk <= {TARGET_TTFT_DIFF_MS:g} ms -> "
                 f"{diff:.2f} ms  {verdict(diff <= TARGET_TTFT_DIFF_MS)}", ""]
+    if "jupyter_floor" in fake:
+        out += fmt_floor("[4] stand-in engine", fake["jupyter_floor"])
     if "long_stream" in fake:
         ls = fake["long_stream"]
         v = ls["cpu_ms_per_chunk"]
@@ -876,6 +950,12 @@ def make_summary(res: dict) -> dict:
         v = fake["ttft_paced"]["diff"]["p50_ms"]
         s["first chunk added p50 (stand-in, paced)"] = (
             f"{v:.2f} ms  {verdict(v <= TARGET_TTFT_DIFF_MS)}")
+    if "jupyter_floor" in real:
+        s["empty Jupyter request p50 (real phase)"] = (
+            f"{real['jupyter_floor'][0]['jupyter_floor']['p50_ms']:.2f} ms")
+    if "jupyter_floor" in fake:
+        s["empty Jupyter request p50, back to back | idle"] = " | ".join(
+            f"{run['jupyter_floor']['p50_ms']:.2f} ms" for run in fake["jupyter_floor"])
     if "long_stream" in fake:
         v = fake["long_stream"]["cpu_ms_per_chunk"]
         s["Jupyter CPU per chunk (stand-in, paced)"] = (
@@ -936,14 +1016,16 @@ def config(quick: bool) -> dict:
                 "stream_tokens": 32, "rounds": {1: 1, 8: 1, 32: 1},
                 "repeats": {1: 1, 8: 1, 32: 1}, "fake_repeats": 1,
                 "fake_pairs": 150, "fake_rounds": 2, "fake_stream_tokens": 64,
-                "paced_pairs": 40, "long_chunks": 300, "slow_chunks": 60, "floor_s": 1.5,
+                "paced_pairs": 40, "floor_rounds": 60, "floor_rounds_real": 20,
+                "long_chunks": 300, "slow_chunks": 60, "floor_s": 1.5,
                 "client_requests": 100,
                 "client_chunks": 150, "startup_rounds": 2, "fresh_rounds": 1}
     return {"quick": False, "pairs": 300, "warmup": 30, "ttft_pairs": 60, "ttft_tokens": 4,
             "stream_tokens": 96, "rounds": {1: 1, 8: 1, 32: 1},
             "repeats": {1: 18, 8: 6, 32: 3}, "fake_repeats": 3,
             "fake_pairs": 1000, "fake_rounds": 4, "fake_stream_tokens": 256,
-            "paced_pairs": 200, "long_chunks": 1000, "slow_chunks": 240, "floor_s": 5.0,
+            "paced_pairs": 200, "floor_rounds": 300, "floor_rounds_real": 100,
+            "long_chunks": 1000, "slow_chunks": 240, "floor_s": 5.0,
             "client_requests": 300,
             "client_chunks": 400, "startup_rounds": 6, "fresh_rounds": 3}
 
