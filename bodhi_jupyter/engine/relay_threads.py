@@ -13,22 +13,33 @@ stream needs its own thread at once).
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 from collections.abc import Callable
 
 #: a worker parked this long with nothing to relay ends
 IDLE_S = 300.0
+#: streams relayed by threads at once; past this the event loop relays the rest: with many
+#: streams the engine's tokens come in bursts, one per stream, and the loop takes a burst
+#: in one wake-up where threads take turns at the GIL
+MAX_ACTIVE = max(2, os.cpu_count() or 2)
 
 
 class RelayThreads:
     """Runs each job on a thread of its own, reusing parked ones."""
 
-    def __init__(self, idle_s: float = IDLE_S):
-        self.idle_s = idle_s
+    def __init__(self, idle_s: float = IDLE_S, max_active: int = MAX_ACTIVE):
+        self.idle_s, self.max_active = idle_s, max_active
         self._lock = threading.Lock()
         self._parked: list[queue.SimpleQueue] = []
         self._started = 0
+        self._active = 0
+
+    @property
+    def has_room(self) -> bool:
+        """Whether one more job may have a thread now (fewer than ``max_active`` run)."""
+        return self._active < self.max_active
 
     @property
     def parked(self) -> int:
@@ -42,6 +53,7 @@ class RelayThreads:
     def run(self, job: Callable[[], None]) -> None:
         """Start ``job`` now on a parked thread, or a new one. ``job`` must not raise."""
         with self._lock:
+            self._active += 1
             inbox = self._parked.pop() if self._parked else None
             if inbox is None:
                 self._started += 1
@@ -63,6 +75,7 @@ class RelayThreads:
                 continue
             job()
             with self._lock:
+                self._active -= 1
                 self._parked.append(inbox)
 
 

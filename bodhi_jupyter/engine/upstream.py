@@ -342,8 +342,10 @@ class UpstreamResponse:
     @property
     def relays_in_thread(self) -> bool:
         """Whether ``relay(..., in_thread=True)`` may be asked for: an event stream
-        (chunked, and llama-server closes the connection after it) on a plain socket."""
-        return (self.headers.get("transfer-encoding", "").lower() == "chunked"
+        (chunked, and llama-server closes the connection after it) on a plain socket,
+        while the relay threads have room for one more."""
+        return (relay_threads.has_room
+                and self.headers.get("transfer-encoding", "").lower() == "chunked"
                 and not self._conn.reusable and not self._done
                 and self._conn.transport.get_extra_info("socket") is not None
                 and self._conn.transport.get_extra_info("sslcontext") is None)

@@ -56,3 +56,16 @@ def test_a_thread_parked_longer_than_idle_s_ends():
     again = threading.Event()
     threads.run(again.set)  # a new thread starts for the next job
     assert again.wait(10) and threads.started == 2
+
+
+def test_no_room_while_max_active_jobs_run():
+    threads = RelayThreads(max_active=2)
+    release = threading.Event()
+    assert threads.has_room
+    threads.run(lambda: release.wait(10))
+    assert threads.has_room
+    threads.run(lambda: release.wait(10))
+    assert not threads.has_room  # at once: the count moves when the job is handed over
+    release.set()
+    wait_for(lambda: threads.parked == 2)
+    assert threads.has_room

@@ -292,6 +292,30 @@ class TestThroughTheServer:
             writer.close()
         assert len(relayed_on) == 2 and threading.main_thread() not in relayed_on
 
+    async def test_streams_past_the_relay_threads_cap_go_through_the_event_loop(
+            self, api_url, jupyter_token, relayed_on, monkeypatch):
+        from bodhi_jupyter.engine.relay_threads import relay_threads
+        monkeypatch.setattr(relay_threads, "max_active", 1)
+        url = urlsplit(api_url)
+
+        async def stream() -> list[str]:
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            try:  # each stream's chunks come 0.3 s apart: the two overlap (2 slots)
+                writer.write(self.request(url.path, jupyter_token, "HTTP/1.1",
+                                          "[delay=0.3]", 3))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                return sse_data(await asyncio.wait_for(self.chunked_body(reader), 30))
+            finally:
+                writer.close()
+
+        for events in await asyncio.gather(stream(), stream()):
+            assert events[-1] == "[DONE]"
+            assert sum(bool(json.loads(e)["choices"][0]["delta"].get("content"))
+                       for e in events[:-1]) == 3
+        assert len(relayed_on) == 1  # the other was relayed by the event loop
+        assert relay_threads.has_room
+
     async def test_http_1_0_gets_the_events_unframed_then_the_close(self, api_url,
                                                                      jupyter_token,
                                                                      relayed_on):
