@@ -253,17 +253,13 @@ class BodhiHandler(APIHandler):
         return self._request_log
 
     # -- authentication --------------------------------------------------------------------
-    _identity: HandlerIdentity | None = None
-
     @property
     def identity_provider(self) -> HandlerIdentity:
-        if self._identity is None:  # asked several times a request
-            inner = super().identity_provider
-            wrapped = self.settings.get("bodhi_identity")
-            if wrapped is None or wrapped.inner is not inner:
-                wrapped = self.settings["bodhi_identity"] = HandlerIdentity(inner)
-            self._identity = wrapped
-        return self._identity
+        inner = super().identity_provider
+        wrapped = self.settings.get("bodhi_identity")
+        if wrapped is None or wrapped.inner is not inner:
+            wrapped = self.settings["bodhi_identity"] = HandlerIdentity(inner)
+        return wrapped
 
     _bodhi_token: str | None | bool = False  # False: not looked at yet
 

@@ -296,6 +296,7 @@ class TestThroughTheServer:
             self, api_url, jupyter_token, relayed_on, monkeypatch):
         from bodhi_jupyter.engine.relay_threads import relay_threads
         monkeypatch.setattr(relay_threads, "max_active", 1)
+        await until(lambda: relay_threads.has_room)  # an earlier test's relay has ended
         url = urlsplit(api_url)
 
         async def stream() -> list[str]:
@@ -314,7 +315,7 @@ class TestThroughTheServer:
             assert sum(bool(json.loads(e)["choices"][0]["delta"].get("content"))
                        for e in events[:-1]) == 3
         assert len(relayed_on) == 1  # the other was relayed by the event loop
-        assert relay_threads.has_room
+        await until(lambda: relay_threads.has_room)  # the thread gave its place back
 
     async def test_http_1_0_gets_the_events_unframed_then_the_close(self, api_url,
                                                                      jupyter_token,
