@@ -69,6 +69,45 @@ class ChunkedParser:
             self._rest = data[pos:]
         return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), False
 
+    def feed_framed(self, data: bytes) -> tuple[bytes, bool]:
+        """Like ``feed``, but the complete chunks as they came, framing and all (without the
+        last, empty chunk and any trailer): for a client that is sent the same HTTP/1.1
+        framing, which then costs no parsing out and framing again. A chunk still incomplete
+        is kept until the rest of it comes. Raises ValueError for a malformed body."""
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        pos, end = 0, len(data)
+        out = 0  # where the complete chunks end
+        while pos < end:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            if self._state == _TRAILER:
+                if eol == pos:
+                    return (data if out == end else data[:out]), True
+                pos = eol + 2
+                continue
+            size = int(data[pos:eol].partition(b";")[0], 16)
+            if size < 0:
+                raise ValueError("negative chunk size")
+            if size == 0:
+                self._state, pos = _TRAILER, eol + 2
+                continue
+            stop = eol + 2 + size
+            if stop + 2 > end:
+                break
+            if data[stop:stop + 2] != b"\r\n":
+                raise ValueError("chunk not followed by CRLF")
+            pos = out = stop + 2
+        if pos < end:
+            self._rest = data[pos:]
+        return (data if out == end else data[:out]), False
+
+    @staticmethod
+    def payloads(framed: bytes) -> bytes:
+        """The payloads of complete chunks (what ``feed_framed`` gave), joined."""
+        return ChunkedParser().feed(framed)[0]
+
 
 class _Conn(asyncio.BufferedProtocol):
     """One connection to the engine; reads one reply at a time.
@@ -160,12 +199,15 @@ class _Conn(asyncio.BufferedProtocol):
             self.connection_lost(None)  # it ended before we asked: what was buffered is all
         return waiter
 
-    def relay_in_thread(self, sink: Callable[[bytes], object]) -> asyncio.Future:
+    def relay_in_thread(self, sink: Callable[[bytes], object],
+                        framed: bool = False) -> asyncio.Future:
         """Like ``read_body`` for a chunked body with a sink, but the body is read by a
         relay thread with blocking ``recv`` calls and ``sink`` runs on that thread (it
         blocks while its client is slow to read, and raises ConnectionError once its
-        client is gone). For a connection that is not reused: the socket is made blocking.
-        The future resolves with b"" when the body has ended."""
+        client is gone). ``framed``: the sink is given the complete chunks as the engine
+        framed them (``ChunkedParser.feed_framed``), not their payloads. For a connection
+        that is not reused: the socket is made blocking. The future resolves with b""
+        when the body has ended."""
         loop = asyncio.get_running_loop()
         self.transport.pause_reading()  # from now on only the thread reads the socket
         self._state, self._framing = _BODY, _CHUNKED
@@ -189,7 +231,7 @@ class _Conn(asyncio.BufferedProtocol):
         def job() -> None:  # on the relay thread
             try:
                 outcome = _relay_blocking(sock, first, lost, ChunkedParser(), sink,
-                                          loop, first_piece)
+                                          loop, first_piece, framed)
             except BaseException as e:  # noqa: BLE001 - whatever it was, the loop hears it
                 outcome = e
             call_on_loop(loop, settle, outcome)
@@ -289,15 +331,17 @@ def _hang_up(sock: socket.socket) -> None:
 
 def _relay_blocking(sock: socket.socket, first: bytes, lost: bool, chunks: ChunkedParser,
                     sink: Callable[[bytes], object], loop: asyncio.AbstractEventLoop,
-                    first_piece: Callable[[], None] | None) -> Exception | None:
-    """The relay thread's loop: each read's complete chunks go to ``sink`` until the body
-    ends (None), or what went wrong. ``first_piece`` is called on the loop once the first
-    piece is out."""
+                    first_piece: Callable[[], None] | None,
+                    framed: bool = False) -> Exception | None:
+    """The relay thread's loop: each read's complete chunks go to ``sink`` (as framed,
+    or their payloads) until the body ends (None), or what went wrong. ``first_piece`` is
+    called on the loop once the first piece is out."""
+    feed = chunks.feed_framed if framed else chunks.feed
     data = first
     while True:
         if data:
             try:
-                piece, done = chunks.feed(data)
+                piece, done = feed(data)
             except ValueError:
                 return UpstreamError("malformed chunked body from engine")
             if piece:
@@ -350,13 +394,17 @@ class UpstreamResponse:
                 and self._conn.transport.get_extra_info("socket") is not None
                 and self._conn.transport.get_extra_info("sslcontext") is None)
 
-    async def relay(self, sink: Sink, in_thread: bool = False) -> None:
+    async def relay(self, sink: Sink, in_thread: bool = False, framed: bool = False) -> None:
         """Hand the body to ``sink`` as it arrives (for chunked bodies: the payloads of the
         chunks that came in one read, joined), straight from the event loop's read
-        callback; or, ``in_thread``, from a relay thread (see ``_Conn.relay_in_thread``)."""
-        await self._body(sink, in_thread)
+        callback; or, ``in_thread``, from a relay thread (see ``_Conn.relay_in_thread``),
+        there with their framing if ``framed``."""
+        if framed and not in_thread:
+            raise ValueError("framed pieces are relayed by a thread only")
+        await self._body(sink, in_thread, framed)
 
-    async def _body(self, sink: Sink | None, in_thread: bool = False) -> bytes:
+    async def _body(self, sink: Sink | None, in_thread: bool = False,
+                    framed: bool = False) -> bytes:
         if self._done:
             raise UpstreamError("the body was already read or abandoned")
         h = self.headers
@@ -369,7 +417,7 @@ class UpstreamResponse:
             self._conn.reusable = False
         try:
             if in_thread:
-                body = await self._conn.relay_in_thread(sink)
+                body = await self._conn.relay_in_thread(sink, framed)
             else:
                 body = await self._conn.read_body(framing, length, sink)
         except UpstreamError as e:

@@ -15,7 +15,7 @@ from .. import infill
 from ..auth.quotas import QuotaExceeded
 from ..engine.process import EngineFailed
 from ..engine.supervisor import ClientGone
-from ..engine.upstream import UpstreamError, UpstreamResponse
+from ..engine.upstream import ChunkedParser, UpstreamError, UpstreamResponse
 from ..errors import BodhiAPIError, as_http
 from ..inference import PreparedRequest
 from ..models.capabilities import model_fields
@@ -329,6 +329,8 @@ class InferenceHandler(OpenAIHandler):
         tail = [b"", b"", b""]  # the token counts come in the last events
         head: list[bytes] = []  # ... and, for Anthropic's, in the first
 
+        framed = []  # set once the engine's chunks go out framing and all
+
         def sink(piece: bytes):
             piece = self.stream_piece(piece)
             if not piece:
@@ -338,21 +340,40 @@ class InferenceHandler(OpenAIHandler):
                 head.append(piece)
             return write(piece)
 
-        await self._relay_through(resp, write, sink, lambda: self.stream_counts(head, tail))
+        def framed_sink(frame: bytes) -> None:  # on a relay thread
+            if not framed:
+                framed.append(True)
+            tail[0], tail[1], tail[2] = tail[1], tail[2], frame
+            if not head:
+                head.append(frame)
+            write.send_framed(frame)
+
+        def finished() -> tuple[int, int]:
+            if framed:
+                return self.stream_counts([ChunkedParser.payloads(p) for p in head],
+                                          [ChunkedParser.payloads(p) for p in tail])
+            return self.stream_counts(head, tail)
+
+        await self._relay_through(resp, write, sink, finished,
+                                  framed_sink if self.passes_stream_through else None)
 
     async def _relay_through(self, resp: UpstreamResponse, write: StreamWriter, sink,
-                             finished) -> None:
+                             finished, framed_sink=None) -> None:
         """Relay the engine's stream through ``sink``, which writes with ``write``;
         ``finished()`` ends it and gives the token counts. An event stream from a local
         engine is relayed by a relay thread where the client's connection allows (the
-        sink then runs on that thread); the outcomes are the same for every stream format
-        and either way: the client left (499), or the engine failed mid-stream (an error
-        event, 502)."""
+        sink then runs on that thread; ``framed_sink``, if given, instead: the engine's
+        chunks go to the client as the engine framed them); the outcomes are the same for
+        every stream format and either way: the client left (499), or the engine failed
+        mid-stream (an error event, 502)."""
         connection = self.request.connection
         try:
             threaded = resp.relays_in_thread and write.for_thread()
             try:
-                await resp.relay(sink, in_thread=threaded)
+                if threaded and framed_sink is not None:
+                    await resp.relay(framed_sink, in_thread=True, framed=True)
+                else:
+                    await resp.relay(sink, in_thread=threaded)
             finally:
                 write.back_to_loop()
             self._status = 200
@@ -371,6 +392,12 @@ class InferenceHandler(OpenAIHandler):
     def stream_piece(self, piece: bytes) -> bytes:
         """What of an engine's stream piece goes to the client (all of it, here)."""
         return piece
+
+    @property
+    def passes_stream_through(self) -> bool:
+        """Whether ``stream_piece`` leaves every piece as it is (the chunks may then go
+        to the client with the engine's own framing)."""
+        return True
 
     def stream_counts(self, head: list[bytes], tail) -> tuple[int, int]:
         """(prompt, completion) tokens of a finished stream."""
@@ -444,6 +471,10 @@ class InfillHandler(InferenceHandler):
 
     def stream_piece(self, piece: bytes) -> bytes:
         return self._tagger(piece) if self._tagger is not None else piece
+
+    @property
+    def passes_stream_through(self) -> bool:
+        return self._tagger is None
 
 
 class AnthropicHandler(InferenceHandler):

@@ -83,6 +83,11 @@ class StreamWriter:
                 return self._through_tornado(self._stream.write(memoryview(frame)[sent:]))
         return self._through_tornado(self._connection.write(piece))
 
+    def send_framed(self, frame: bytes) -> None:
+        """From a relay thread (after ``for_thread()``): complete HTTP/1.1 chunks, framed
+        as the engine framed them, sent as they are. Blocks and raises like a call."""
+        self._send_from_thread(frame)
+
     def _send_from_thread(self, frame: bytes) -> None:
         view, sock = memoryview(frame), self._sock
         while not self._gone:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bodhi_jupyter.engine.upstream import UpstreamError, UpstreamPool
+from bodhi_jupyter.engine.upstream import ChunkedParser, UpstreamError, UpstreamPool
 
 from ..conftest import FAKE_SERVER, until
 
@@ -334,6 +334,46 @@ async def test_chunked_body_split_anywhere_is_reassembled():
         assert b"".join(pieces) == b"".join(EVENTS)
         if step == len(BODY):  # chunks that arrive together are handed on in one piece
             assert pieces == [b"".join(EVENTS)]
+
+
+def test_framed_chunks_split_anywhere_come_out_whole_and_as_they_came():
+    framed_body = BODY[:-5]  # the engine's chunks, without the last, empty one
+    for step in (1, 3, 7, 40, len(BODY)):
+        parser, out, done = ChunkedParser(), [], []
+        for i in range(0, len(BODY), step):
+            framed, ended = parser.feed_framed(BODY[i:i + step])
+            out.append(framed)
+            done.append(ended)
+        assert b"".join(out) == framed_body
+        assert done[-1] and not any(done[:-1])
+        for framed in out:  # only ever whole chunks
+            assert ChunkedParser().feed(framed + b"0\r\n\r\n") == (
+                ChunkedParser.payloads(framed), True)
+    assert ChunkedParser.payloads(framed_body) == b"".join(EVENTS)
+    # one read that is one chunk (how an engine sends a token) is handed on untouched
+    one = b"%x\r\n%s\r\n" % (len(EVENTS[0]), EVENTS[0])
+    assert ChunkedParser().feed_framed(one) == (one, False)
+    # a chunk extension and a trailer are no trouble
+    assert ChunkedParser().feed_framed(b"3;x=1\r\nabc\r\n0\r\nT: 1\r\n\r\n") == (
+        b"3;x=1\r\nabc\r\n", True)
+
+
+@pytest.mark.parametrize("body", [b"zz\r\nabc\r\n", b"3\r\nabcd\r\n", b"-1\r\nx\r\n"])
+def test_a_malformed_framed_body_is_refused(body):
+    with pytest.raises(ValueError):
+        ChunkedParser().feed_framed(body)
+
+
+async def test_a_framed_relay_hands_the_thread_the_engines_own_chunks(pool):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=5, stream=True, text="go [delay=0.01]"))
+    frames = []
+    await r.relay(frames.append, in_thread=True, framed=True)
+    payloads = b"".join(ChunkedParser.payloads(f) for f in frames)
+    assert payloads.rstrip().endswith(b"data: [DONE]")
+    assert all(f.endswith(b"\r\n") and int(f.split(b"\r\n", 1)[0], 16) for f in frames)
+    with pytest.raises(ValueError):  # framing belongs to the thread's relay only
+        await r.relay(frames.append, framed=True)
 
 
 async def test_body_bytes_that_came_with_the_head_are_not_lost():

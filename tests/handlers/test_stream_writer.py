@@ -174,6 +174,18 @@ async def test_a_relay_thread_writes_each_piece_straight_to_the_socket(pair):
     assert read_available(theirs) == chunk(b"third")
 
 
+async def test_a_relay_thread_sends_framed_chunks_as_they_are(pair):
+    stream, theirs = pair
+    conn = Connection(stream)
+    write = StreamWriter(Handler(conn), lambda: None)
+    write.start()
+    assert write.for_thread()
+    framed = chunk(b"one") + chunk(b"two;x")
+    assert await from_thread(write.send_framed, framed) is None
+    assert conn.writes == 0
+    assert read_available(theirs) == HEAD + framed
+
+
 async def test_a_relay_thread_waits_for_a_slow_client_and_loses_nothing(pair):
     stream, theirs = pair
     write = StreamWriter(Handler(Connection(stream)), lambda: None)
@@ -223,6 +235,12 @@ async def test_a_relay_thread_may_not_write_past_tornado_or_to_http_1_0(pair):
     assert not write.for_thread()
 
 
+class Relays(list):
+    def __init__(self):
+        super().__init__()
+        self.framed: list[bool] = []
+
+
 class TestThroughTheServer:
     """A raw client sees what the writer puts on the wire: the headers before the engine's
     first token, then chunks an HTTP/1.1 client can parse and reuse the connection after;
@@ -234,12 +252,14 @@ class TestThroughTheServer:
 
     @pytest.fixture
     def relayed_on(self, monkeypatch):
-        """The threads that relayed an engine's stream with blocking reads."""
+        """The threads that relayed an engine's stream with blocking reads (and in
+        ``.framed``, whether each passed the engine's own chunks on)."""
         from bodhi_jupyter.engine import upstream
-        threads, relay_blocking = [], upstream._relay_blocking
+        threads, relay_blocking = Relays(), upstream._relay_blocking
 
         def recorded(*args):
             threads.append(threading.current_thread())
+            threads.framed.append(args[-1])
             return relay_blocking(*args)
         monkeypatch.setattr(upstream, "_relay_blocking", recorded)
         return threads
@@ -291,6 +311,7 @@ class TestThroughTheServer:
         finally:
             writer.close()
         assert len(relayed_on) == 2 and threading.main_thread() not in relayed_on
+        assert relayed_on.framed == [True, True]  # the engine's chunks, passed on as they came
 
     async def test_streams_past_the_relay_threads_cap_go_through_the_event_loop(
             self, api_url, jupyter_token, relayed_on, monkeypatch):
