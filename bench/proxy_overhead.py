@@ -617,6 +617,36 @@ def clients_for(server: JupyterServer, engine: Engine,
                    kp))
 
 
+def bare_relay_runs(engine: Engine, direct: Client, cfg: dict, stream_body: bytes) -> dict:
+    """The same engine through ``bench/bare_relay.py`` (the two hops, nothing else): time
+    to first token added in alternating pairs, and its CPU per streamed token over
+    1-client streams, the floors for any Python proxy on this machine."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(port),
+                             str(engine.port)], stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise BenchError("bench/bare_relay.py did not start")
+        bare = Client("bare relay", port, "/v1/", f"Bearer {engine.api_key}")
+        bare.stream_keepalive = False  # it closes when the engine does
+        try:
+            ttft = ttft_pairs(direct, bare, cfg["ttft_pairs"], cfg["warmup"] // 4,
+                              cfg["ttft_tokens"])
+        finally:
+            bare.close()
+        target = Target(port, "/v1/chat/completions", f"Bearer {engine.api_key}", False)
+        throughput(target, stream_body, 1, 1)  # warm-up
+        runs, tokens = max(cfg["repeats"][1] // 2, 1), 0
+        cpu0 = thread_cpu_s(proc.pid)
+        for _ in range(runs):
+            tokens += throughput(target, stream_body, 1, cfg["rounds"][1])["tokens"]
+        cpu = thread_cpu_s(proc.pid) - cpu0
+    finally:
+        proc.kill()
+        proc.wait()
+    return {"ttft": ttft, "cpu_ms_per_token": cpu * 1e3 / max(tokens, 1), "tokens": tokens}
+
+
 def check_ignore_eos(direct: Client, n: int) -> bool:
     _, got = direct.ttft("chat/completions",
                          chat_body("Say yes.", max_tokens=n, stream=True, ignore_eos=True))
@@ -638,6 +668,8 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
     res["machine"]["engine_command"] = engine.cmdline
     print(f"  engine command: {' '.join(engine.cmdline)}", flush=True)
     direct, proxied, d, p = clients_for(server, engine, res["real"])
+    body = chat_body("Write a long story about a lighthouse keeper.",
+                     max_tokens=cfg["stream_tokens"], stream=True, ignore_eos=True)
     try:
         print(f"  [1] latency, {cfg['pairs']} pairs of 1-token requests ...", flush=True)
         res["real"]["latency"] = latency_pairs(direct, proxied, cfg["pairs"], cfg["warmup"],
@@ -655,11 +687,13 @@ def phase_real(tmp: Path, cfg: dict, res: dict, servers: list) -> None:
                                               cfg["warmup"] // 4, 1)
         ignore_eos = check_ignore_eos(direct, cfg["stream_tokens"])
         res["real"]["ignore_eos_works"] = ignore_eos
+        print(f"  [2c] a bare Python relay in front of the engine (bench/bare_relay.py): "
+              f"{cfg['ttft_pairs']} time-to-first-token pairs, then 1-client streams ...",
+              flush=True)
+        res["real"]["bare_relay"] = bare_relay_runs(engine, direct, cfg, body)
     finally:
         direct.close()
         proxied.close()
-    body = chat_body("Write a long story about a lighthouse keeper.",
-                     max_tokens=cfg["stream_tokens"], stream=True, ignore_eos=True)
     res["real"]["throughput"] = {}
     pids = {"jupyter": server.proc.pid, "engine": engine.pid}
     for clients in (1, 8, 32):
@@ -860,6 +894,13 @@ def report(res: dict) -> str:
                 f"relayed): direct p50 {t['direct']['p50_ms']:.2f} ms, proxied p50 "
                 f"{t['proxied']['p50_ms']:.2f} ms, per-pair difference p50 "
                 f"{t['diff']['p50_ms']:.2f} ms, p99 {t['diff']['p99_ms']:.2f} ms", ""]
+    if "bare_relay" in real:
+        b = real["bare_relay"]
+        out += [f"[2c] a bare Python relay in front of the same engine (bench/bare_relay.py: "
+                f"one recv and one send per read, nothing else): time to first token added "
+                f"p50 {b['ttft']['diff']['p50_ms']:.2f} ms ({b['ttft']['diff']['n']} pairs); "
+                f"CPU per streamed token {b['cpu_ms_per_token']:.3f} ms (1 client, "
+                f"{b['tokens']} tokens) - the floors of any Python proxy here", ""]
     if "throughput" in real:
         out += fmt_throughput(
             f"[3] real engine: aggregate streamed tokens/s ({res['config']['stream_tokens']} "
@@ -970,6 +1011,10 @@ def make_summary(res: dict) -> dict:
         v = real["cpu_ms_per_chunk"]
         s["Jupyter CPU per token (real, 1 client)"] = (
             f"{v:.3f} ms  {verdict(v <= TARGET_CPU_PER_CHUNK_MS)}")
+    if "bare_relay" in real:
+        b = real["bare_relay"]
+        s["bare Python relay (real): TTFT added | CPU per token"] = (
+            f"{b['ttft']['diff']['p50_ms']:.2f} ms | {b['cpu_ms_per_token']:.3f} ms")
     for clients, t in real.get("throughput", {}).items():
         s[f"throughput ratio, {clients} client(s)"] = (f"{t['ratio']:.3f}  "
                                                       f"{verdict(t['ratio'] >= TARGET_TPUT_RATIO)}")
