@@ -50,10 +50,22 @@ class RelayThreads:
         """How many threads were ever started (for tests: parked ones are reused)."""
         return self._started
 
-    def run(self, job: Callable[[], None]) -> None:
-        """Start ``job`` now on a parked thread, or a new one. ``job`` must not raise."""
+    def reserve(self) -> None:
+        """Hold a place for a job that starts later (``run(job, reserved=True)``), or
+        give it back with ``release()``."""
         with self._lock:
             self._active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def run(self, job: Callable[[], None], reserved: bool = False) -> None:
+        """Start ``job`` now on a parked thread, or a new one (in the place ``reserve()``
+        held, if ``reserved``). ``job`` must not raise."""
+        with self._lock:
+            if not reserved:
+                self._active += 1
             inbox = self._parked.pop() if self._parked else None
             if inbox is None:
                 self._started += 1

@@ -130,6 +130,8 @@ class _Conn(asyncio.BufferedProtocol):
         self._remaining = 0  # Content-Length left
         self._chunks = ChunkedParser()
         self._relay_sock: socket.socket | None = None  # the engine's, while a thread relays
+        #: (sink, framed) of a thread's relay that has a place held but no thread yet
+        self._thread_sink: tuple[Callable[[bytes], object], bool] | None = None
         #: called once, after the reply's first body piece went to its consumer
         self.after_first_piece: Callable[[], None] | None = None
 
@@ -148,6 +150,9 @@ class _Conn(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self._thread_sink is not None:  # a framed relay's first read
+            self._first_framed(data)
+            return
         if self._state == _BODY and self._framing == _CHUNKED:
             self._consume_chunked(data)  # the common case: parse what came, copy nothing
             return
@@ -166,6 +171,7 @@ class _Conn(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc) -> None:
         self.lost, self.reusable = True, False
+        self._drop_thread_place()
         if self._state == _BODY and self._framing == _UNTIL_CLOSE:
             self._finish()
             return
@@ -204,19 +210,59 @@ class _Conn(asyncio.BufferedProtocol):
         """Like ``read_body`` for a chunked body with a sink, but the body is read by a
         relay thread with blocking ``recv`` calls and ``sink`` runs on that thread (it
         blocks while its client is slow to read, and raises ConnectionError once its
-        client is gone). ``framed``: the sink is given the complete chunks as the engine
-        framed them (``ChunkedParser.feed_framed``), not their payloads. For a connection
-        that is not reused: the socket is made blocking. The future resolves with b""
-        when the body has ended."""
+        client is gone). For a connection that is not reused: the socket is made blocking.
+        The future resolves with b"" when the body has ended.
+
+        ``framed``: the sink is given the complete chunks as the engine framed them
+        (``ChunkedParser.feed_framed``), not their payloads, and the first of them is
+        read and handed to it here, on the event loop, before the thread is woken: the
+        loop sits idle while the engine works on the prompt, and a thread woken then
+        would take a core from that work (the sink must not block on the loop)."""
         loop = asyncio.get_running_loop()
-        self.transport.pause_reading()  # from now on only the thread reads the socket
         self._state, self._framing = _BODY, _CHUNKED
         self.reusable = False
+        self._chunks = ChunkedParser()
         waiter = self._waiter = loop.create_future()
+        relay_threads.reserve()
+        self._thread_sink = (sink, framed)
+        if not framed:
+            self._start_relay_thread()
+        elif self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._first_framed(data)
+        elif self.lost:
+            self.connection_lost(None)
+        return waiter
+
+    def _first_framed(self, data: bytes) -> None:
+        """A framed relay's first read, on the loop; the thread takes the rest."""
+        sink, _ = self._thread_sink
+        try:
+            piece, done = self._chunks.feed_framed(data)
+        except ValueError:
+            self._fail(UpstreamError("malformed chunked body from engine"))
+            return
+        if piece:
+            try:
+                sink(piece)
+            except ConnectionError as e:  # the client left: the engine must see it
+                self._fail(UpstreamError(f"closed by its consumer: {e}"))
+                return
+        if done:
+            self._finish()
+        elif piece:
+            self._first_piece_done()
+            self._start_relay_thread()
+
+    def _start_relay_thread(self) -> None:
+        loop = asyncio.get_running_loop()
+        (sink, framed), self._thread_sink = self._thread_sink, None
+        self.transport.pause_reading()  # from now on only the thread reads the socket
         fd = self.transport.get_extra_info("socket").fileno()
         sock = self._relay_sock = socket.socket(fileno=os.dup(fd))
         sock.setblocking(True)
-        first, lost = bytes(self._buf), self.lost
+        first, lost, chunks = bytes(self._buf), self.lost, self._chunks
         self._buf.clear()
         first_piece = None if self.after_first_piece is None else self._first_piece_done
 
@@ -230,14 +276,13 @@ class _Conn(asyncio.BufferedProtocol):
 
         def job() -> None:  # on the relay thread
             try:
-                outcome = _relay_blocking(sock, first, lost, ChunkedParser(), sink,
-                                          loop, first_piece, framed)
+                outcome = _relay_blocking(sock, first, lost, chunks, sink, loop, first_piece,
+                                          framed)
             except BaseException as e:  # noqa: BLE001 - whatever it was, the loop hears it
                 outcome = e
             call_on_loop(loop, settle, outcome)
 
-        relay_threads.run(job)
-        return waiter
+        relay_threads.run(job, reserved=True)
 
     def close(self) -> None:
         self.reusable = False
@@ -302,13 +347,21 @@ class _Conn(asyncio.BufferedProtocol):
         if not self.lost and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def _drop_thread_place(self) -> None:
+        """A framed relay that ended before its thread started gives its place back."""
+        if self._thread_sink is not None:
+            self._thread_sink = None
+            relay_threads.release()
+
     def _finish(self) -> None:
+        self._drop_thread_place()
         self._first_piece_done()  # for a reply without a body
         self._state, self._sink = _IDLE, None
         body, self._parts = b"".join(self._parts), []
         self._resolve(body)
 
     def _fail(self, error: Exception) -> None:
+        self._drop_thread_place()
         waiter, self._waiter = self._waiter, None
         self.close()
         if waiter is not None and not waiter.done():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import threading
 from collections.abc import Callable
 
 from tornado import web
@@ -45,6 +46,8 @@ class StreamWriter:
         self._sock = None  # once the headers are out: the socket, if it may be written
         self._queued: Future | None = None  # tornado's last write; done once it is out
         self._loop: asyncio.AbstractEventLoop | None = None  # while a relay thread writes
+        self._loop_thread: int | None = None  # the event loop's thread, meanwhile
+        self._unsent = b""  # of a framed piece sent from the loop: the thread sends it first
         self._gone = False
 
     def start(self) -> None:
@@ -61,10 +64,14 @@ class StreamWriter:
         if self._sock is None or not (self._queued is None or self._queued.done()):
             return False
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         return True
 
     def back_to_loop(self) -> None:
         self._loop = None
+        if self._unsent and not self._gone:  # what the thread never got to send
+            unsent, self._unsent = self._unsent, b""
+            self._through_tornado(self._stream.write(unsent))
 
     def __call__(self, piece: bytes) -> Future | None:
         if self._loop is not None:
@@ -84,9 +91,26 @@ class StreamWriter:
         return self._through_tornado(self._connection.write(piece))
 
     def send_framed(self, frame: bytes) -> None:
-        """From a relay thread (after ``for_thread()``): complete HTTP/1.1 chunks, framed
-        as the engine framed them, sent as they are. Blocks and raises like a call."""
-        self._send_from_thread(frame)
+        """After ``for_thread()``: complete HTTP/1.1 chunks, framed as the engine framed
+        them, sent as they are. From a relay thread it blocks and raises like a call; on
+        the event loop (a stream's first read, before its thread is woken) it sends what
+        the socket takes at once and leaves the rest to go first from the thread, or
+        through tornado at ``back_to_loop()``."""
+        if threading.get_ident() != self._loop_thread:
+            if self._unsent:
+                frame, self._unsent = self._unsent + frame, b""
+            self._send_from_thread(frame)
+            return
+        try:
+            sent = self._sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # reset, or closed by tornado (the client went)
+            if not self._gone:
+                self._gone = True
+                self._on_gone()
+            raise ConnectionError("the client has gone") from None
+        self._unsent += frame[sent:]
 
     def _send_from_thread(self, frame: bytes) -> None:
         view, sock = memoryview(frame), self._sock

@@ -303,7 +303,8 @@ class TestThroughTheServer:
             assert len(stamps) == 3
             assert head_at < stamps[0]  # the engine sent its first token after the headers
             # the connection is still good for the next request
-            writer.write(self.request(url.path, jupyter_token, "HTTP/1.1", "again", 2))
+            writer.write(self.request(url.path, jupyter_token, "HTTP/1.1", "again [delay=0.02]",
+                                      2))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             assert head.startswith(b"HTTP/1.1 200 ")
             events = sse_data(await asyncio.wait_for(self.chunked_body(reader), 30))
