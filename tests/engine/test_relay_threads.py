@@ -69,3 +69,18 @@ def test_no_room_while_max_active_jobs_run():
     release.set()
     wait_for(lambda: threads.parked == 2)
     assert threads.has_room
+
+
+def test_a_reserved_place_counts_until_its_job_ends_or_it_is_released():
+    threads = RelayThreads(max_active=1)
+    threads.reserve()
+    assert not threads.has_room  # held before any thread is woken
+    threads.release()
+    assert threads.has_room
+    threads.reserve()
+    release = threading.Event()
+    threads.run(lambda: release.wait(10), reserved=True)
+    assert not threads.has_room  # the job took the reserved place, not one more
+    release.set()
+    wait_for(lambda: threads.parked == 1)
+    assert threads.has_room

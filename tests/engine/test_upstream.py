@@ -376,6 +376,44 @@ async def test_a_framed_relay_hands_the_thread_the_engines_own_chunks(pool):
         await r.relay(frames.append, framed=True)
 
 
+async def test_a_framed_relay_sends_its_first_piece_from_the_loop_then_wakes_a_thread(pool):
+    r = await pool.request("POST", "/v1/chat/completions",
+                           chat(max_tokens=4, stream=True, text="go [delay=0.05]"))
+    ran_on = []
+    await r.relay(lambda frame: ran_on.append(threading.current_thread()), in_thread=True,
+                  framed=True)
+    assert ran_on[0] is threading.main_thread()
+    assert len(ran_on) > 1 and threading.main_thread() not in ran_on[1:]
+
+
+async def test_a_framed_stream_that_ends_in_its_first_read_wakes_no_thread():
+    from bodhi_jupyter.engine.relay_threads import relay_threads
+    await until(lambda: relay_threads.has_room)
+    conn, head = protocol_with_head(CHUNKED_HEAD + BODY)  # the whole body came at once
+    await head
+    active, frames = relay_threads._active, []
+    assert await conn.relay_in_thread(frames.append, framed=True) == b""
+    assert frames == [BODY[:-5]]
+    assert relay_threads._active == active  # its place was given back
+
+
+@pytest.mark.parametrize("arrival", ["malformed", "closed"])
+async def test_a_framed_relay_that_fails_before_its_thread_gives_its_place_back(arrival):
+    from bodhi_jupyter.engine.relay_threads import relay_threads
+    conn, head = protocol_with_head(CHUNKED_HEAD)
+    await head
+    active = relay_threads._active
+    done = conn.relay_in_thread(lambda frame: None, framed=True)
+    assert relay_threads._active == active + 1  # held while the first piece is awaited
+    if arrival == "malformed":
+        conn.data_received(b"zz\r\n")
+    else:
+        conn.connection_lost(None)
+    with pytest.raises(UpstreamError):
+        await done
+    assert relay_threads._active == active
+
+
 async def test_body_bytes_that_came_with_the_head_are_not_lost():
     conn, head = protocol_with_head(CHUNKED_HEAD + BODY[:10])
     await head

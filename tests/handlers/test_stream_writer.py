@@ -186,6 +186,46 @@ async def test_a_relay_thread_sends_framed_chunks_as_they_are(pair):
     assert read_available(theirs) == HEAD + framed
 
 
+async def test_a_framed_piece_sent_from_the_loop_never_blocks_it_and_loses_nothing(pair):
+    stream, theirs = pair
+    conn = Connection(stream)
+    write = StreamWriter(Handler(conn), lambda: None)
+    write.start()
+    assert write.for_thread()
+    big = chunk(b"x" * (8 << 20))  # more than the socket takes at once
+    write.send_framed(big)  # on the loop: returns at once, the rest kept
+    after = chunk(b"after")
+    sending = asyncio.ensure_future(from_thread(write.send_framed, after))
+    received = b""
+
+    def drain() -> bool:
+        nonlocal received
+        received += read_available(theirs)
+        return sending.done()
+    await until(drain, timeout=20)
+    received += read_available(theirs)
+    assert sending.result() is None
+    assert received == HEAD + big + after  # the rest went first, from the thread
+
+
+async def test_what_the_loop_could_not_send_goes_through_tornado_if_no_thread_came(pair):
+    stream, theirs = pair
+    write = StreamWriter(Handler(Connection(stream)), lambda: None)
+    write.start()
+    assert write.for_thread()
+    big = chunk(b"y" * (8 << 20))
+    write.send_framed(big)
+    write.back_to_loop()  # the stream ended in its first read
+    received = b""
+
+    def drain() -> bool:
+        nonlocal received
+        received += read_available(theirs)
+        return len(received) >= len(HEAD + big)
+    await until(drain, timeout=20)
+    assert received == HEAD + big
+
+
 async def test_a_relay_thread_waits_for_a_slow_client_and_loses_nothing(pair):
     stream, theirs = pair
     write = StreamWriter(Handler(Connection(stream)), lambda: None)
