@@ -340,7 +340,7 @@ class InferenceHandler(OpenAIHandler):
                 head.append(piece)
             return write(piece)
 
-        def framed_sink(frame: bytes) -> None:  # on a relay thread
+        def framed_sink(frame: bytes) -> None:  # the first on the loop, then on a thread
             if not framed:
                 framed.append(True)
             tail[0], tail[1], tail[2] = tail[1], tail[2], frame

@@ -145,6 +145,18 @@ async def test_an_http_1_0_client_is_written_only_through_tornado(pair):
     assert conn.writes == 2  # tornado frames HTTP/1.0 replies (not chunked) its own way
 
 
+async def read_while(sock: socket.socket, pending) -> bytes:
+    """Everything ``sock`` receives until ``pending()`` is false, and what is left then."""
+    received = b""
+
+    def drained() -> bool:
+        nonlocal received
+        received += read_available(sock)
+        return not pending()
+    await until(drained, timeout=20)
+    return received + read_available(sock)
+
+
 async def from_thread(fn, *args):
     """Run ``fn`` on a thread of its own, as a relay thread would, and wait for it."""
     result = []
@@ -196,14 +208,7 @@ async def test_a_framed_piece_sent_from_the_loop_never_blocks_it_and_loses_nothi
     write.send_framed(big)  # on the loop: returns at once, the rest kept
     after = chunk(b"after")
     sending = asyncio.ensure_future(from_thread(write.send_framed, after))
-    received = b""
-
-    def drain() -> bool:
-        nonlocal received
-        received += read_available(theirs)
-        return sending.done()
-    await until(drain, timeout=20)
-    received += read_available(theirs)
+    received = await read_while(theirs, lambda: not sending.done())
     assert sending.result() is None
     assert received == HEAD + big + after  # the rest went first, from the thread
 
@@ -216,14 +221,7 @@ async def test_what_the_loop_could_not_send_goes_through_tornado_if_no_thread_ca
     big = chunk(b"y" * (8 << 20))
     write.send_framed(big)
     write.back_to_loop()  # the stream ended in its first read
-    received = b""
-
-    def drain() -> bool:
-        nonlocal received
-        received += read_available(theirs)
-        return len(received) >= len(HEAD + big)
-    await until(drain, timeout=20)
-    assert received == HEAD + big
+    assert await read_while(theirs, lambda: not write._queued.done()) == HEAD + big
 
 
 async def test_a_relay_thread_waits_for_a_slow_client_and_loses_nothing(pair):
@@ -233,15 +231,7 @@ async def test_a_relay_thread_waits_for_a_slow_client_and_loses_nothing(pair):
     assert write.for_thread()
     pieces = [json.dumps({"n": i, "pad": "x" * 3000}).encode() for i in range(2000)]
     writing = asyncio.ensure_future(from_thread(lambda: [write(p) for p in pieces]))
-    received = b""
-
-    def drain() -> bool:
-        nonlocal received
-        received += read_available(theirs)
-        return writing.done()
-
-    await until(drain, timeout=20)
-    received += read_available(theirs)
+    received = await read_while(theirs, lambda: not writing.done())
     assert writing.result() == [None] * len(pieces)
     assert received == HEAD + b"".join(chunk(p) for p in pieces)
 
