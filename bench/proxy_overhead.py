@@ -125,6 +125,18 @@ def content_of(line: bytes) -> str | None:
     return text if isinstance(text, str) and text else None
 
 
+def prompt_ms_of(line: bytes) -> float | None:
+    """The engine's own time on the prompt, from the ``timings`` llama-server puts in a
+    stream's last event; None for any other line."""
+    if not line.startswith(b"data:") or b'"timings"' not in line:
+        return None
+    try:
+        value = json.loads(line[5:])["timings"]["prompt_ms"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def cpu_s(pid: int) -> float:
     try:
         t = psutil.Process(pid).cpu_times()
@@ -272,6 +284,7 @@ class Client:
         self.conn.connect()
         self.connects = 1
         self.stream_keepalive = True
+        self.prompt_ms: float | None = None  # the engine's, from the last stream ttft read
 
     def _send(self, path: str, body: bytes) -> http.client.HTTPResponse:
         # A server may close a kept-alive connection it found idle too long (llama-server
@@ -322,11 +335,14 @@ class Client:
         if r.status != 200:
             raise BenchError(f"{self.name}: HTTP {r.status}: {r.read()[:300]!r}")
         first, n = None, 0
+        self.prompt_ms = None
         while line := r.readline():
             if content_of(line) is not None:
                 n += 1
                 if first is None:
                     first = time.perf_counter() - t0
+            elif (ms := prompt_ms_of(line)) is not None:
+                self.prompt_ms = ms
         if not self.stream_keepalive or r.will_close:
             self.reconnect()
         if first is None:
@@ -399,16 +415,24 @@ def ttft_pairs(direct: Client, proxied: Client, pairs: int, warmup: int,
         direct.ttft(path, body)
         proxied.ttft(path, body)
     d, p = [], []
+    engine_ms: dict[str, list[float]] = {"direct": [], "proxied": []}
+
+    def one(client: Client, into: list[float], name: str) -> None:
+        into.append(client.ttft(path, body)[0] * 1e3)
+        if client.prompt_ms is not None:
+            engine_ms[name].append(client.prompt_ms)
+
     for i in range(pairs):
-        if i % 2 == 0:
-            d.append(direct.ttft(path, body)[0] * 1e3)
-            p.append(proxied.ttft(path, body)[0] * 1e3)
-        else:
-            p.append(proxied.ttft(path, body)[0] * 1e3)
-            d.append(direct.ttft(path, body)[0] * 1e3)
+        order = ((direct, d, "direct"), (proxied, p, "proxied"))
+        for client, into, name in (order if i % 2 == 0 else order[::-1]):
+            one(client, into, name)
     diff = [b - a for a, b in zip(d, p)]
-    return {"direct": summary(d), "proxied": summary(p), "diff": summary(diff),
-            "max_tokens": max_tokens}
+    out = {"direct": summary(d), "proxied": summary(p), "diff": summary(diff),
+           "max_tokens": max_tokens}
+    if engine_ms["direct"] and engine_ms["proxied"]:  # the real engine reports its timings
+        out["engine_prompt_ms"] = {"direct": summary(engine_ms["direct"]),
+                                   "proxied": summary(engine_ms["proxied"])}
+    return out
 
 
 FLOOR_IDLE_S = 0.015  # idle before each request in the floor's second run, as between tokens
@@ -887,7 +911,14 @@ def report(res: dict) -> str:
                 f"    per-pair difference p50 {diff:.2f} ms, p90 {t['diff']['p90_ms']:.2f} ms, "
                 f"p99 {t['diff']['p99_ms']:.2f} ms",
                 f"    target: TTFT proxied - direct <= {TARGET_TTFT_DIFF_MS:g} ms -> "
-                f"{diff:.2f} ms  {verdict(diff <= TARGET_TTFT_DIFF_MS)}", ""]
+                f"{diff:.2f} ms  {verdict(diff <= TARGET_TTFT_DIFF_MS)}"]
+        if "engine_prompt_ms" in t:
+            e = t["engine_prompt_ms"]
+            out.append(f"    the engine's own prompt_ms (its timings), p50: direct "
+                       f"{e['direct']['p50_ms']:.2f} ms, proxied {e['proxied']['p50_ms']:.2f} "
+                       f"ms: the proxy's work slows the engine by "
+                       f"{e['proxied']['p50_ms'] - e['direct']['p50_ms']:+.2f} ms")
+        out.append("")
     if "ttft_1tok" in real:
         t = real["ttft_1tok"]
         out += [f"[2b] the same with max_tokens=1 (engine idle while the first token is "
@@ -1015,6 +1046,13 @@ def make_summary(res: dict) -> dict:
         b = real["bare_relay"]
         s["bare Python relay (real): TTFT added | CPU per token"] = (
             f"{b['ttft']['diff']['p50_ms']:.2f} ms | {b['cpu_ms_per_token']:.3f} ms")
+        if "cpu_ms_per_chunk" in real:
+            s["CPU per token / bare Python relay's (real)"] = (
+                f"{real['cpu_ms_per_chunk'] / b['cpu_ms_per_token']:.2f}x")
+    if "engine_prompt_ms" in real.get("ttft", {}):
+        e = real["ttft"]["engine_prompt_ms"]
+        s["engine's own prompt_ms, proxied - direct p50"] = (
+            f"{e['proxied']['p50_ms'] - e['direct']['p50_ms']:+.2f} ms")
     for clients, t in real.get("throughput", {}).items():
         s[f"throughput ratio, {clients} client(s)"] = (f"{t['ratio']:.3f}  "
                                                       f"{verdict(t['ratio'] >= TARGET_TPUT_RATIO)}")
