@@ -609,6 +609,9 @@ def throughput_compare(direct: Target, proxied: Target, clients: int, rounds: in
                      "first_error": next((r["errors"][0] for r in rs if r["errors"]), None),
                      "cpu_s": cpu[side]}
     out["ratio"] = out["proxied"]["tok_per_s"] / out["direct"]["tok_per_s"]
+    # each repeat ran one run of each side back to back: their ratios show the noise
+    d_rates, p_rates = out["direct"]["runs_tok_per_s"], out["proxied"]["runs_tok_per_s"]
+    out["pair_ratios"] = [b / a for a, b in zip(d_rates, p_rates)]
     out["clients"], out["rounds"] = clients, rounds
     return out
 
@@ -871,6 +874,12 @@ def fmt_throughput(title: str, tp: dict, unit: str, target: float | None) -> lis
         lines.append(f"    {clients:>7}{d['tok_per_s']:>18.1f}{p['tok_per_s']:>18.1f}"
                      f"{t['ratio']:>8.3f}{same:>15}{p['cpu_s'].get('jupyter', 0):>15.2f}   "
                      f"{runs}{mark}")
+    pairs = [f"{clients}: {min(t['pair_ratios']):.2f}-{max(t['pair_ratios']):.2f} (median "
+             f"{statistics.median(t['pair_ratios']):.3f})"
+             for clients, t in tp.items() if t.get("pair_ratios")]
+    if pairs:
+        lines.append("    ratio within each back-to-back pair of runs, by clients (the noise "
+                     "of one run): " + "; ".join(pairs))
     if target is not None:
         lines.append(f"    target: ratio proxied/direct >= {target:g} at every concurrency")
     return lines
