@@ -145,6 +145,15 @@ def cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def _task_cpu_ns(pid: int, tid: int | str) -> int:
+    """One thread's CPU nanoseconds, from /proc schedstat (raises OSError when gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (ValueError, IndexError):
+        return 0
+
+
 def thread_cpu_s(pid: int) -> float:
     """CPU seconds of a process's live threads, to the nanosecond (schedstat), where
     psutil's figure moves in 10 ms ticks: for windows of a few seconds. A thread that
@@ -153,9 +162,8 @@ def thread_cpu_s(pid: int) -> float:
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
+                total += _task_cpu_ns(pid, tid)
+            except OSError:
                 pass
     except OSError:
         return cpu_s(pid)
@@ -165,9 +173,8 @@ def thread_cpu_s(pid: int) -> float:
 def main_thread_cpu_s(pid: int) -> float:
     """CPU seconds of a process's main thread (for a Jupyter server: its event loop)."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
+        return _task_cpu_ns(pid, pid) / 1e9
+    except OSError:
         return 0.0
 
 

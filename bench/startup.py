@@ -96,8 +96,9 @@ def compile_package() -> int:
     """Byte-compile bodhi_jupyter, as ``pip install`` does for an installed package, and
     return how many files needed it. A checkout imported with PYTHONDONTWRITEBYTECODE set
     (as on the development machine) would otherwise compile every module at every start,
-    while jupyter_server, installed by pip, starts from its bytecode: about 160 ms more for
-    the extension's side alone, which is not what a user's start costs."""
+    while jupyter_server, installed by pip, starts from its bytecode (``python -X
+    importtime`` of ``bodhi_jupyter.app`` here: 220 ms uncompiled, 57 ms compiled), which
+    is not what a user's start costs."""
     import compileall
     import importlib.util
     import py_compile
